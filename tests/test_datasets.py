@@ -1,0 +1,176 @@
+"""Bad input end to end: real (tiny) DICOM files decoded through `prepare_data` -> `build_cache`."""
+import os, time, warnings
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from tsbn_nb.core import TsbnError, get_config
+from tsbn_nb.datasets import prepare_data, load_dataset, dataset_info, get_folds, patients_in_several_folds
+
+MG_STORAGE = '1.2.840.10008.5.1.4.1.1.1.2'  # Digital Mammography X-Ray Image Storage - For Presentation
+
+
+def write_dicom(path, lat='L', view='CC', h=96, w=48, pixels=True, seed=0):
+    "A small 12-bit MONOCHROME2 mammogram-like DICOM: a bright half-disc against the chest wall on side `lat`."
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    x0 = 0 if lat == 'L' else w - 1
+    breast = (yy - h / 2) ** 2 / (h / 2.2) ** 2 + (xx - x0) ** 2 / (w * 0.8) ** 2 < 1
+    arr = np.where(breast, 1500 + rng.integers(0, 800, (h, w)), 20).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MG_STORAGE, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset(); ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MG_STORAGE, meta.MediaStorageSOPInstanceUID, 'MG'
+    ds.ImageLaterality, ds.ViewPosition = lat, view
+    if pixels:
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = h, w, 1, 'MONOCHROME2'
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = arr.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def make_inbreast(root, n_patients=6):
+    "An INbreast-layout folder: half the patients benign (BI-RADS 2), half malignant (4b), 2 images each, one BI-RADS 3."
+    root = Path(root); (root / 'AllDICOMs').mkdir(parents=True)
+    lines = ['Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads']
+    iid = 5000
+    for p in range(n_patients):
+        pat = f'{p + 1:016x}'
+        for view, fv in (('CC', 'CC'), ('MLO', 'ML')):
+            iid += 1
+            lat = 'L' if p % 2 else 'R'
+            b = '2' if p < n_patients // 2 else '4b'
+            if p == 0 and view == 'MLO': b = '3'
+            lines.append(f'removed;removed;{lat};{view};201001;{iid};2;{b}')
+            write_dicom(root / 'AllDICOMs' / f'{iid}_{pat}_MG_{lat}_{fv}_ANON.dcm', lat, view, seed=iid)
+    (root / 'INbreast.csv').write_text('\n'.join(lines) + '\n')
+    return root
+
+
+def dicom_of(root, image_id):
+    return next((Path(root) / 'AllDICOMs').glob(f'{image_id}_*.dcm'))
+
+
+@pytest.fixture
+def cfg():
+    return get_config('smoke')
+
+
+@pytest.fixture
+def inb(tmp_path):
+    return make_inbreast(tmp_path / 'inb')
+
+
+def test_prepare_data_aligned(inb, cfg, tmp_path):
+    df, images = prepare_data(inb, cfg, cache_dir=tmp_path / 'cache', progress=False, workers=1)
+    assert len(df) == 11 and images.shape == (11, cfg.height, cfg.width)     # 12 images, one BI-RADS 3 excluded
+    assert df.label.tolist() == [0] * 5 + [1] * 6 and df.attrs['n_failed'] == 0
+    im = np.asarray(images, dtype=np.float32)
+    assert im.min() >= 0 and im.max() <= 1 and (im.reshape(11, -1).max(1) > 0.5).all()
+    # the preprocessing turns every breast chest-wall-left: more tissue in the left half than in the right
+    assert (im[:, :, : cfg.width // 2].mean((1, 2)) > im[:, :, cfg.width // 2:].mean((1, 2))).all()
+    df2, images2 = prepare_data(inb, cfg, cache_dir=tmp_path / 'cache', progress=False, workers=1)   # from the cache
+    assert df2.image_id.tolist() == df.image_id.tolist() and np.array_equal(np.asarray(images2), np.asarray(images))
+
+
+def test_default_cache_dir_and_env(inb, cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv('TSBN_CACHE', raising=False)
+    df, _ = prepare_data(inb, cfg, progress=False, workers=1)
+    assert Path(df.attrs['cache_dir']) == inb / '.tsbn_cache' and any((inb / '.tsbn_cache').iterdir())
+    monkeypatch.setenv('TSBN_CACHE', str(tmp_path / 'envcache'))
+    df, _ = prepare_data(inb, cfg, progress=False, workers=1)
+    assert Path(df.attrs['cache_dir']) == tmp_path / 'envcache' and any((tmp_path / 'envcache').iterdir())
+
+
+def _corrupt(kind, path):
+    if kind == 'truncated':
+        b = path.read_bytes(); path.write_bytes(b[: len(b) // 2])
+    elif kind == 'no-pixel-data':
+        write_dicom(path, pixels=False)
+    elif kind == 'not-dicom':
+        path.write_bytes(b'this is not a DICOM file at all' * 10)
+    elif kind == 'empty':
+        path.write_bytes(b'')
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'no-pixel-data', 'not-dicom', 'empty'])
+def test_bad_dicom_error_and_skip(kind, inb, cfg, tmp_path):
+    bad = dicom_of(inb, 5004)
+    _corrupt(kind, bad)
+    with pytest.raises(TsbnError) as e:
+        prepare_data(inb, cfg, cache_dir=tmp_path / 'c1', progress=False, workers=1)
+    assert bad.name in str(e.value), str(e.value)
+    with pytest.warns(UserWarning, match=bad.name):
+        df, images = prepare_data(inb, cfg, cache_dir=tmp_path / 'c2', skip_bad=True, progress=False, workers=1)
+    assert '5004' not in df.image_id.tolist() and len(df) == len(images) == 10
+    assert df.attrs['n_failed'] == 1 and bad.name in df.attrs['failed'][0][0]
+
+
+def test_missing_dicom_error_and_skip(inb, cfg, tmp_path):
+    dicom_of(inb, 5009).unlink()
+    with pytest.raises(TsbnError, match='File Name 5009'):
+        prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+    with pytest.warns(UserWarning, match='5009'):
+        df, images = prepare_data(inb, cfg, cache_dir=tmp_path / 'c', skip_bad=True, progress=False, workers=1)
+    assert len(df) == len(images) == 10 and df.attrs['missing'] == ['5009']
+
+
+def test_missing_metadata_file(inb, cfg, tmp_path):
+    (inb / 'INbreast.csv').unlink()
+    with pytest.raises(TsbnError, match='neither INbreast.csv / INbreast.xls nor manifest.csv'):
+        prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+
+
+def test_unknown_birads(inb, cfg, tmp_path):
+    t = inb / 'INbreast.csv'; t.write_text(t.read_text().replace(';5007;2;4b', ';5007;2;0'))
+    with pytest.raises(TsbnError, match=r"row 8 \(File Name 5007\): BI-RADS value '0'"):
+        prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+
+
+def test_class_missing_after_skipping(tmp_path, cfg):
+    root = make_inbreast(tmp_path / 'inb', n_patients=2)     # malignant: only patient 2's two images
+    for iid in (5003, 5004): _corrupt('not-dicom', dicom_of(root, iid))
+    with pytest.warns(UserWarning), pytest.raises(TsbnError, match='0 malignant'):
+        prepare_data(root, cfg, cache_dir=tmp_path / 'c', skip_bad=True, progress=False, workers=1)
+
+
+def test_manifest_end_to_end(tmp_path, cfg):
+    d = tmp_path / 'man'; (d / 'img').mkdir(parents=True)
+    rows = ['path,label,patient_id']
+    for i in range(6):
+        write_dicom(d / 'img' / f'{i}.dcm', lat='L' if i % 2 else 'R', seed=i)
+        rows.append(f'img/{i}.dcm,{"malignant" if i >= 3 else "benign"},P{i // 2}')
+    (d / 'manifest.csv').write_text('\n'.join(rows) + '\n')
+    df, images = prepare_data(d, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+    assert df.label.tolist() == [0, 0, 0, 1, 1, 1] and images.shape == (6, cfg.height, cfg.width)
+    (d / 'manifest.csv').write_text('path,label\nimg/0.dcm,0\nimg/1.dcm,yes\n')
+    with pytest.raises(TsbnError, match="line 3: 'yes'"):
+        prepare_data(d, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+
+
+def test_phantom_info_and_folds(phantom, tmp_path):
+    df = load_dataset(phantom)
+    info = dataset_info(phantom)
+    assert f"images:      {df.attrs['n_total']}" in info and 'no patient in two folds: yes' in info
+    folds = get_folds(df, tmp_path / 'folds.csv')
+    assert patients_in_several_folds(df, folds) == []
+    t = pd.read_csv(tmp_path / 'folds.csv', comment='#')
+    assert len(t) == len(df) and set(t.fold) == set(range(5))
+
+
+@pytest.mark.skipif(os.environ.get('TSBN_FAST_TESTS') == '1', reason='full-size phantom skipped (TSBN_FAST_TESTS=1)')
+def test_full_phantom_matches_paper_counts(tmp_path):
+    "The default phantom has INbreast's composition: 410 images, 115 patients, 287 / 100, 23 BI-RADS 3."
+    from tsbn_nb.phantom import make_phantom
+    t0 = time.perf_counter()
+    out = make_phantom(tmp_path / 'full', progress=False, workers=1)
+    info = dataset_info(out)
+    for s in ('images:      410', 'patients:    115', 'benign:      287', 'malignant:   100',
+              'excluded:    23 (BI-RADS 3: 23)', 'no patient in two folds: yes'):
+        assert s in info, info
+    assert time.perf_counter() - t0 < 60

@@ -1,0 +1,126 @@
+"""End-to-end checks of `tsbn_nb.dicom` that are too slow or too process-heavy for the notebook."""
+import os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import RLELossless, JPEGLSLossless, JPEG2000Lossless
+from tsbn_nb.core import TsbnError
+from tsbn_nb.dicom import (PreprocParams, build_cache, cache_key, preprocess, read_mammogram, save_dicom)
+
+
+def _breast(h, w, side, rng, level=9000, bits=14):
+    "Stored values of a synthetic breast (half ellipse on `side`) with noise, uint16."
+    yy, xx = np.ogrid[:h, :w]
+    cx = w - 1 if side == 'right' else 0
+    inside = (yy - h / 2) ** 2 / (0.45 * h) ** 2 + (xx - cx) ** 2 / (0.65 * w) ** 2 <= 1
+    a = np.where(inside, level, 150).astype(np.int32) + rng.integers(0, 300, (h, w))
+    return np.clip(a, 0, 2 ** bits - 1).astype(np.uint16)
+
+
+def _dataset(d: Path, n=8, h=300, w=240, **kw):
+    rng = np.random.default_rng(0)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        side = 'right' if i % 2 else 'left'
+        out.append(str(save_dicom(d / f'{i}.dcm', _breast(h + 8 * i, w, side, rng), bits_stored=14,
+                                  laterality='R' if side == 'right' else 'L', view='CC' if i % 3 else 'MLO', **kw)))
+    return out
+
+
+def test_full_size_speed(tmp_path):
+    "A 3328x4084 14-bit uncompressed DICOM decodes and preprocesses to 768x384 well under a second."
+    p = save_dicom(tmp_path / 'big.dcm', _breast(4084, 3328, 'right', np.random.default_rng(1)), bits_stored=14,
+                   laterality='R', view='CC')
+    pp = PreprocParams(768, 384)
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        img, meta = read_mammogram(p)
+        out = preprocess(img, meta['laterality'], pp, chest_wall=meta['chest_wall'])
+        ts.append(time.perf_counter() - t)
+    print(f'decode + preprocess, median of 3: {np.median(ts) * 1e3:.0f} ms')
+    assert out.shape == (768, 384) and out.dtype == np.float32
+    assert out[:, :20].mean() > out[:, -20:].mean()          # chest wall moved to the left
+    assert np.median(ts) < 1.0                               # ~0.1 s here; loose for busy machines
+
+
+def test_monochrome1_and_compressed_match(tmp_path):
+    "Inverted MONOCHROME1 storage and lossless compression give the same cached images as plain MONOCHROME2."
+    rng = np.random.default_rng(2)
+    raws = [_breast(200, 160, s, rng) for s in ('left', 'right', 'right')]
+    sets = {}
+    for name, kw, f in [('plain', {}, lambda a: a),
+                        ('mono1', dict(photometric='MONOCHROME1'), lambda a: (2 ** 14 - 1 - a).astype(np.uint16)),
+                        ('rle', dict(transfer_syntax=RLELossless), lambda a: a),
+                        ('jls', dict(transfer_syntax=JPEGLSLossless), lambda a: a),
+                        ('j2k', dict(transfer_syntax=JPEG2000Lossless), lambda a: a)]:
+        sets[name] = [str(save_dicom(tmp_path / name / f'{i}.dcm', f(a), bits_stored=14, **kw))
+                      for i, a in enumerate(raws)]
+    pp = PreprocParams(48, 24)
+    ref = np.asarray(build_cache(sets['plain'], ['L', 'R', 'R'], pp, tmp_path / 'c', workers=0).images)
+    for name in ('mono1', 'rle', 'jls', 'j2k'):
+        got = build_cache(sets[name], ['L', 'R', 'R'], pp, tmp_path / 'c', workers=2, progress=False)
+        np.testing.assert_allclose(np.asarray(got.images, np.float32), ref.astype(np.float32), atol=2e-3, err_msg=name)
+
+
+def test_killed_build_leaves_no_half_cache(tmp_path):
+    "SIGKILL in the middle of a build leaves no cache entry; the next build completes and ignores the leftovers."
+    files = _dataset(tmp_path / 'd', n=6, h=120, w=90)
+    cache = tmp_path / 'cache'
+    marker = tmp_path / 'started'
+    child = textwrap.dedent(f"""
+        import time, tsbn_nb.dicom as m
+        real = m._cache_one
+        def slow(job):
+            r = real(job); open({str(marker)!r}, 'a').write('x'); time.sleep(0.3); return r
+        m._cache_one = slow
+        m.build_cache({files!r}, None, m.PreprocParams(32, 16), {str(cache)!r}, workers=0)
+    """)
+    proc = subprocess.Popen([sys.executable, '-c', child])
+    try:
+        t0 = time.time()
+        while not (marker.exists() and len(marker.read_text()) >= 2):
+            assert proc.poll() is None and time.time() - t0 < 30, 'the child build did not start'
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None: proc.kill()
+    key = cache_key(files, [None] * len(files), PreprocParams(32, 16))
+    assert not (cache / key).exists()
+    assert all(p.name.startswith('.tmp-') for p in cache.iterdir())
+    c = build_cache(files, None, PreprocParams(32, 16), cache, workers=0)
+    assert c.key == key and not c.reused and len(c) == 6
+    assert build_cache(files, None, PreprocParams(32, 16), cache).reused
+
+
+def test_concurrent_builders_agree(tmp_path):
+    "Two processes building the same entry at once both succeed and leave one entry."
+    files = _dataset(tmp_path / 'd', n=6, h=160, w=120)
+    code = (f"import tsbn_nb.dicom as m; c = m.build_cache({files!r}, None, m.PreprocParams(32, 16), "
+            f"{str(tmp_path / 'cache')!r}, workers=0); print(c.key, float(c.images.astype('f4').sum()))")
+    procs = [subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1]
+    assert [p.name for p in (tmp_path / 'cache').iterdir()] == [outs[0][0]]
+
+
+def test_recovered_file_rebuilds(tmp_path, monkeypatch):
+    "A cached failure is retried on reuse; when the file reads now the entry is rebuilt with it."
+    files = _dataset(tmp_path / 'd', n=3, h=120, w=90)
+    import tsbn_nb.dicom as m
+    real = m.read_mammogram
+    def flaky(path, voi=True):
+        if str(path) == files[1]: raise TsbnError(f'{path}: simulated missing decoder')
+        return real(path, voi)
+    monkeypatch.setattr(m, 'read_mammogram', flaky)
+    with pytest.warns(UserWarning, match='simulated missing decoder'):
+        c1 = build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', skip_bad=True, workers=0)
+    assert c1.ok.tolist() == [True, False, True]
+    monkeypatch.setattr(m, 'read_mammogram', real)           # "the decoder is installed now"
+    c2 = build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', workers=0)
+    assert c2.key == c1.key and not c2.reused and c2.ok.all() and len(c2) == 3
+    assert [p.name for p in (tmp_path / 'c').iterdir()] == [c2.key]
