@@ -8,7 +8,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tsbn_nb.core import TsbnError, get_config
-from tsbn_nb.datasets import prepare_data, load_dataset, dataset_info, get_folds, patients_in_several_folds
+from tsbn_nb.datasets import (prepare_data, load_dataset, dataset_info, get_folds, make_folds, fold_table,
+                              patients_in_several_folds)
 
 MG_STORAGE = '1.2.840.10008.5.1.4.1.1.1.2'  # Digital Mammography X-Ray Image Storage - For Presentation
 
@@ -173,4 +174,7 @@ def test_full_phantom_matches_paper_counts(tmp_path):
     for s in ('images:      410', 'patients:    115', 'benign:      287', 'malignant:   100',
               'excluded:    23 (BI-RADS 3: 23)', 'no patient in two folds: yes'):
         assert s in info, info
+    df = load_dataset(out)
+    t = fold_table(df, make_folds(df))
+    assert (abs(t.malignant - 20) <= 2).all() and (abs(t.benign - 287 / 5) <= 3).all(), t
     assert time.perf_counter() - t0 < 60
