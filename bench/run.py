@@ -1,0 +1,286 @@
+"""tsbn_nb benchmarks: `make bench` (or `python bench/run.py [--quick] [--only NAME ...]`).
+
+Each benchmark measures the thing and its baseline side by side in the same run and reports ratios.
+Results are printed and written to bench/results.md together with the machine they ran on.
+Numbers are medians over repeated steps after a warm-up. These are measurements, not tests: nothing here fails
+on a slow machine.
+"""
+from __future__ import annotations
+import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / 'bench' / '_work'
+PY = sys.executable
+
+
+def machine() -> str:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
+    except OSError: pass
+    mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'
+    return (f'{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, GPU: {gpu}; Python {platform.python_version()}, '
+            f'torch {torch.__version__}')
+
+
+def median_time(fn, n, warmup=1):
+    for _ in range(warmup): fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def batch(cfg, n=None, seed=0):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    n = n or cfg.batch_size
+    x = torch.rand(n, 1, cfg.height, cfg.width, generator=g) * 0.8
+    y = torch.tensor([0., 1.] * (n // 2) + [0.] * (n % 2))
+    return x, y
+
+
+# 1. TSBN overhead ------------------------------------------------------------------------------------------------
+def bench_overhead(quick):
+    """One TSBN step (pretext + downstream) against a ResNet fine-tuning step plus a pretext-network step alone."""
+    import torch
+    from tsbn_nb.core import get_config
+    from tsbn_nb.train import Trainer, _tsbn_step
+    from tsbn_nb.losses import restoration_mse
+    from tsbn_nb.pretext import gsim_target
+    rows = []
+    settings = [('demo', 'tsbn-u', {}), ('demo', 'tsbn-r', {}),
+                ('paper-like 256x128, ResNet50, U-Net base 32', 'tsbn-u',
+                 dict(profile='paper', height=256, width=128, pretrained='none'))]
+    if quick: settings = settings[:1]
+    for label, algo, kw in settings:
+        profile = kw.pop('profile', 'demo')
+        cfg = get_config(profile, device='cpu', **kw)
+        x, y = batch(cfg)
+        n = 3 if 'paper' in label else 8
+        tsbn = Trainer(algo, cfg, progress=False); [m.train() for m in tsbn.models.values()]
+        t_tsbn = median_time(lambda: tsbn.phases[0].step(x, y, None), n)
+        cfg2 = get_config(profile, device='cpu', ct_reuse=False, **kw)
+        tsbn2 = Trainer(algo, cfg2, progress=False); [m.train() for m in tsbn2.models.values()]
+        t_tsbn2 = median_time(lambda: tsbn2.phases[0].step(x, y, None), n)
+        res = Trainer('resnet', cfg, progress=False); res.classifier.train()
+        t_res = median_time(lambda: res.phases[0].step(x, y, None), n)
+        pre = tsbn.models['pretext']
+        def pretext_only():
+            out = pre(x); mse = restoration_mse(out, gsim_target(x, y, cfg.gsim_d)); tsbn.update(mse, 'pretext')
+        t_pre = median_time(pretext_only, n)
+        rows.append(dict(setting=f'{label}, {algo}, batch {cfg.batch_size}', tsbn_s=t_tsbn, tsbn_recompute_s=t_tsbn2,
+                         resnet_s=t_res, pretext_s=t_pre, ratio=t_tsbn / (t_res + t_pre),
+                         ratio_recompute=t_tsbn2 / (t_res + t_pre)))
+    md = ['| setting | TSBN step (reuse e(x)) | TSBN step (recompute e(x)) | ResNet step | pretext step | ratio reuse | ratio recompute |',
+          '|---|---|---|---|---|---|---|']
+    md += [f"| {r['setting']} | {r['tsbn_s']:.3f} s | {r['tsbn_recompute_s']:.3f} s | {r['resnet_s']:.3f} s | "
+           f"{r['pretext_s']:.3f} s | **{r['ratio']:.2f}** | {r['ratio_recompute']:.2f} |" for r in rows]
+    return rows, md
+
+
+# 2. Data pipeline ------------------------------------------------------------------------------------------------
+def _paper_cache(h, w):
+    """A cache of the phantom at (h, w) (built once under bench/_work)."""
+    from tsbn_nb.core import get_config
+    from tsbn_nb.datasets import prepare_data
+    data = WORK / 'phantom'
+    if not (data / 'INbreast.csv').exists():
+        from tsbn_nb.phantom import make_phantom
+        make_phantom(data, progress=False, workers=2, overwrite=True)
+    cfg = get_config('demo', height=h, width=w)
+    df, images = prepare_data(data, cfg, cache_dir=WORK / 'cache', progress=False)
+    return df, images
+
+
+def bench_loader(quick):
+    """Images/s the DataLoader delivers from the cache (with augmentation) vs images/s the trainer consumes."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tsbn_nb.core import get_config
+    from tsbn_nb.datasets import MammoDataset
+    from tsbn_nb.train import Trainer
+    rows = []
+    for label, profile, kw in [('demo 96x48, ResNet18, batch 16', 'demo', {}),
+                               ('paper 768x384, ResNet50, batch 4', 'paper', dict(pretrained='none'))][: 1 if quick else 2]:
+        cfg = get_config(profile, device='cpu', **kw)
+        df, images = _paper_cache(cfg.height, cfg.width)
+        ds = MammoDataset(images, df['label'].to_numpy(), augment=True, seed=0)
+        for workers in (0, 2):
+            dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+                            generator=torch.Generator().manual_seed(0))
+            t0 = time.perf_counter(); n = 0
+            for x, y, _ in dl: n += len(x)
+            rows.append(dict(setting=label, what=f'DataLoader, {workers} workers', ips=n / (time.perf_counter() - t0)))
+        t = Trainer('resnet', cfg, progress=False); t.classifier.train()
+        it = iter(DataLoader(ds, batch_size=cfg.batch_size, shuffle=True))
+        xb, yb, _ = next(it)
+        step = median_time(lambda: t.phases[0].step(xb, yb.float(), None), 2 if profile == 'paper' else 6)
+        rows.append(dict(setting=label, what='trainer consumption (ResNet step)', ips=cfg.batch_size / step))
+    md = ['| setting | what | images/s | loader / consumption |', '|---|---|---|---|']
+    for r in rows:
+        cons = next(q['ips'] for q in rows if q['setting'] == r['setting'] and q['what'].startswith('trainer'))
+        ratio = '' if r['what'].startswith('trainer') else f"**{r['ips'] / cons:.0f}×**"
+        md.append(f"| {r['setting']} | {r['what']} | {r['ips']:.0f} | {ratio} |")
+    return rows, md
+
+
+# 3. Preprocessing ------------------------------------------------------------------------------------------------
+def bench_preprocess(quick):
+    """First-time decode + preprocess of 410 INbreast-size DICOMs, and a cached reload."""
+    import numpy as np
+    from tsbn_nb.dicom import build_cache, PreprocParams
+    from tsbn_nb.phantom import make_phantom
+    n_distinct = 8
+    src = WORK / 'fullsize'
+    if not (src / 'INbreast.csv').exists():
+        make_phantom(src, n_patients=3, scale=1.0, seed=5, progress=False, overwrite=True)
+    dcms = sorted((src / 'AllDICOMs').glob('*.dcm'))[:n_distinct]
+    n = 60 if quick else 410
+    many = WORK / 'fullsize410'
+    shutil.rmtree(many, ignore_errors=True); many.mkdir(parents=True)
+    paths, lats = [], []
+    for i in range(n):                         # hard links: 410 distinct files for the cache, no extra disk
+        p = many / f'{i:04d}_{dcms[i % len(dcms)].name}'
+        os.link(dcms[i % len(dcms)], p); paths.append(str(p)); lats.append(None)
+    import pydicom
+    ds = pydicom.dcmread(dcms[0], stop_before_pixels=True)
+    params = PreprocParams(768, 384)
+    cache = WORK / 'cache410'; shutil.rmtree(cache, ignore_errors=True)
+    t0 = time.perf_counter(); c = build_cache(paths, lats, params, cache, workers=2, progress=False)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter(); c2 = build_cache(paths, lats, params, cache, workers=2, progress=False)
+    arr = np.asarray(c2.images, dtype=np.float32); reload = time.perf_counter() - t0
+    assert c2.reused and arr.shape == (n, 768, 384)
+    rows = [dict(what=f'first pass: decode + preprocess {n} DICOMs of {ds.Columns}x{ds.Rows} (14-bit), 2 workers',
+                 seconds=first, per_image=first / n),
+            dict(what=f'cached reload of the {n} images into memory (float32)', seconds=reload, per_image=reload / n)]
+    md = ['| what | seconds | per image | target |', '|---|---|---|---|',
+          f"| {rows[0]['what']} | {first:.1f} | {first / n * 1000:.0f} ms | < 120 s |",
+          f"| {rows[1]['what']} | {reload:.2f} | {reload / n * 1000:.1f} ms | < 5 s |",
+          f'| ratio first pass / cached reload | **{first / reload:.0f}×** | | |']
+    shutil.rmtree(many, ignore_errors=True)
+    return rows, md
+
+
+# 4. Memory -------------------------------------------------------------------------------------------------------
+_MEM_CHILD = r'''
+import json, resource, sys, time, torch
+from tsbn_nb.core import get_config
+from tsbn_nb.train import Trainer
+algo, profile, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cfg = get_config(profile, device='cpu', **kw)
+t = Trainer(algo, cfg, progress=False)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x = torch.rand(cfg.batch_size, 1, cfg.height, cfg.width) * 0.8
+y = torch.tensor([0., 1.] * (cfg.batch_size // 2))
+for ph in t.phases:
+    for n, m in t.models.items(): m.train(n in ph.modules)
+    t0 = time.perf_counter(); ph.step(x, y, None); dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(peak_gb=peak / 2**20, model_gb=base / 2**20, step_s=dt)))
+'''
+
+def bench_memory(quick):
+    """Peak resident memory of each algorithm's training step (all its phases) at demo and paper resolution."""
+    from tsbn_nb.train import ALGORITHMS
+    rows = []
+    plans = [('demo', {})] + ([] if quick else [('paper', dict(pretrained='none'))])
+    for profile, kw in plans:
+        for algo in ALGORITHMS:
+            if profile == 'paper' and algo == 'tsbn-r':
+                rows.append(dict(profile=profile, algo=algo, peak_gb=None, note='not run on the CPU: see the RDN rows'))
+                continue
+            r = subprocess.run([PY, '-c', _MEM_CHILD, algo, profile, json.dumps(kw)], capture_output=True, text=True,
+                               env={**os.environ, 'OMP_NUM_THREADS': '2'})
+            if r.returncode:
+                rows.append(dict(profile=profile, algo=algo, peak_gb=None, note=r.stderr.strip().splitlines()[-1][:120]))
+                continue
+            rows.append(dict(profile=profile, algo=algo, **json.loads(r.stdout.strip().splitlines()[-1]), note=''))
+    md = ['| profile | algorithm | peak RSS | of which process + models | last phase step |', '|---|---|---|---|---|']
+    for r in rows:
+        if r['peak_gb'] is None: md.append(f"| {r['profile']} | {r['algo']} | – | – | {r['note']} |")
+        else: md.append(f"| {r['profile']} | {r['algo']} | {r['peak_gb']:.2f} GB | {r['model_gb']:.2f} GB | {r['step_s']:.2f} s |")
+    md += ['', 'RDN at the paper\'s 768×384, batch 4 (measured per pixel on the CPU in `05_nets`, extrapolated '
+           'linearly; the slope is exact, 756/185 = 4.1 for 4× the pixels):', '',
+           '| RDN config | activation checkpointing | activations, batch 4, 768×384 |', '|---|---|---|',
+           '| paper (G0 64, D 16, C 8, G 64) | no | ≈ 250 GiB: does not fit any GPU |',
+           '| paper (G0 64, D 16, C 8, G 64) | per residual dense block | ≈ 27 GiB: fits one 80 GB GPU with the ResNet50 (≈ 3 GB) |',
+           '| demo (G0 16, D 3, C 3, G 16) | no | ≈ 3.7 GiB |',
+           '', 'The paper profile therefore runs TSBN-R with `rdn_checkpoint=True` (the default), at the cost of one '
+           'extra forward pass of each block in the backward pass.']
+    return rows, md
+
+
+# 5. Demo reproduction --------------------------------------------------------------------------------------------
+def bench_sweep(quick):
+    """A subset of the demo sweep with --workers 1 and --workers 2 (same runs, fresh results folders)."""
+    from tsbn_nb.sweep import reproduce
+    data = WORK / 'phantom'
+    if not (data / 'INbreast.csv').exists(): _paper_cache(96, 48)
+    algos, folds = (['resnet', 'tsbn-u'], [0, 1]) if not quick else (['resnet'], [0, 1])
+    rows = []
+    for workers in (1, 2):
+        out = WORK / f'sweep-w{workers}'; shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        s = reproduce(data, 'demo', out_dir=out, algorithms=algos, folds=folds, workers=workers, report=False,
+                      cache_dir=WORK / 'cache', log=lambda *a: None)
+        rows.append(dict(workers=workers, runs=s['runs'], failed=len(s['failed']), seconds=time.perf_counter() - t0))
+    md = ['| sweep | workers | runs | wall time | speed-up |', '|---|---|---|---|---|']
+    for r in rows:
+        md.append(f"| demo, {', '.join(algos)} × folds {folds} | {r['workers']} | {r['runs']} | {r['seconds']:.0f} s | "
+                  f"{rows[0]['seconds'] / r['seconds']:.2f}× |")
+    man = ROOT / 'results' / 'demo' / 'manifest.json'
+    if man.exists():
+        m = json.loads(man.read_text())
+        runs = m.get('runs', m if isinstance(m, list) else [])
+        by = {}
+        for r in runs:
+            a = r.get('algorithm'); w = r.get('wall_time_s') or r.get('provenance', {}).get('wall_time_s')
+            if a and w: by.setdefault(a, []).append(float(w))
+        if by:
+            md += ['', 'Time per algorithm in the committed demo reproduction (`results/demo/manifest.json`, run_fold '
+                   'wall time per fold, papermill start-up excluded):', '', '| algorithm | mean per fold | total over folds |', '|---|---|---|']
+            md += [f'| {a} | {statistics.mean(v):.0f} s | {sum(v):.0f} s |' for a, v in by.items()]
+    return rows, md
+
+
+BENCHES = dict(overhead=('1. TSBN overhead', bench_overhead), loader=('2. Data pipeline', bench_loader),
+               preprocess=('3. Preprocessing', bench_preprocess), memory=('4. Memory', bench_memory),
+               sweep=('5. Demo reproduction', bench_sweep))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--quick', action='store_true', help='smaller versions of each benchmark')
+    ap.add_argument('--only', nargs='+', choices=list(BENCHES), default=list(BENCHES))
+    ap.add_argument('--out', default=str(ROOT / 'bench' / 'results.md'))
+    a = ap.parse_args(argv)
+    os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))
+    WORK.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    sections = [f'# tsbn_nb benchmarks', '', f'Machine: {machine()}  ', f'Run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}'
+                f"{' (--quick)' if a.quick else ''}; `make bench` (`python bench/run.py`).", '']
+    raw = {}
+    for key in a.only:
+        title, fn = BENCHES[key]
+        t0 = time.perf_counter()
+        print(f'== {title}', flush=True)
+        rows, md = fn(a.quick)
+        raw[key] = rows
+        sections += [f'## {title}', '', (fn.__doc__ or '').strip(), '', *md, '', f'({time.perf_counter() - t0:.0f} s)', '']
+        print('\n'.join(md), flush=True)
+    sections += ['## 6. GPU', '', 'Not measured: no GPU machine was available to the session that ran this file.', '',
+                 f'Total benchmark time: {time.perf_counter() - t_all:.0f} s.']
+    from tsbn_nb.core import atomic_write_text, atomic_write_json
+    atomic_write_text(a.out, '\n'.join(sections) + '\n')
+    atomic_write_json(Path(a.out).with_suffix('.json'), raw)
+    print(f'written {a.out}')
+
+
+if __name__ == '__main__':
+    main()
