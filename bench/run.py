@@ -175,14 +175,16 @@ from tsbn_nb.train import Trainer
 algo, profile, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = get_config(profile, device='cpu', **kw)
 t = Trainer(algo, cfg, progress=False)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(key):   # VmHWM/VmRSS of this process in GB (ru_maxrss would include the parent's peak: Linux keeps it across exec)
+    for line in open('/proc/self/status'):
+        if line.startswith(key): return int(line.split()[1]) / 2**20
+base = status('VmRSS')
 x = torch.rand(cfg.batch_size, 1, cfg.height, cfg.width) * 0.8
 y = torch.tensor([0., 1.] * (cfg.batch_size // 2))
 for ph in t.phases:
     for n, m in t.models.items(): m.train(n in ph.modules)
     t0 = time.perf_counter(); ph.step(x, y, None); dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(peak_gb=peak / 2**20, model_gb=base / 2**20, step_s=dt)))
+print(json.dumps(dict(peak_gb=status('VmHWM'), model_gb=base, step_s=dt)))
 '''
 
 def bench_memory(quick):
@@ -210,7 +212,7 @@ def bench_memory(quick):
            '| RDN config | activation checkpointing | activations, batch 4, 768×384 |', '|---|---|---|',
            '| paper (G0 64, D 16, C 8, G 64) | no | ≈ 250 GiB: does not fit any GPU |',
            '| paper (G0 64, D 16, C 8, G 64) | per residual dense block | ≈ 27 GiB: fits one 80 GB GPU with the ResNet50 (≈ 3 GB) |',
-           '| demo (G0 16, D 3, C 3, G 16) | no | ≈ 3.7 GiB |',
+           '| G0 16, D 3, C 3, G 16 (measured; the demo profile now uses G0 = G = 8) | no | ≈ 3.7 GiB |',
            '', 'The paper profile therefore runs TSBN-R with `rdn_checkpoint=True` (the default), at the cost of one '
            'extra forward pass of each block in the backward pass.']
     return rows, md
@@ -265,20 +267,24 @@ def main(argv=None):
     t_all = time.perf_counter()
     sections = [f'# tsbn_nb benchmarks', '', f'Machine: {machine()}  ', f'Run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}'
                 f"{' (--quick)' if a.quick else ''}; `make bench` (`python bench/run.py`).", '']
-    raw = {}
+    out_json = Path(a.out).with_suffix('.json')
+    prev = json.loads(out_json.read_text()) if out_json.exists() and set(a.only) != set(BENCHES) else {}
+    raw, md_of = prev.get('rows', {}), prev.get('md', {})
     for key in a.only:
         title, fn = BENCHES[key]
         t0 = time.perf_counter()
         print(f'== {title}', flush=True)
         rows, md = fn(a.quick)
         raw[key] = rows
-        sections += [f'## {title}', '', (fn.__doc__ or '').strip(), '', *md, '', f'({time.perf_counter() - t0:.0f} s)', '']
+        md_of[key] = [*md, '', f'({time.perf_counter() - t0:.0f} s, measured {time.strftime("%H:%M UTC", time.gmtime())})']
         print('\n'.join(md), flush=True)
+    for key, (title, fn) in BENCHES.items():
+        if key in md_of: sections += [f'## {title}', '', (fn.__doc__ or '').strip(), '', *md_of[key], '']
     sections += ['## 6. GPU', '', 'Not measured: no GPU machine was available to the session that ran this file.', '',
                  f'Total benchmark time: {time.perf_counter() - t_all:.0f} s.']
     from tsbn_nb.core import atomic_write_text, atomic_write_json
     atomic_write_text(a.out, '\n'.join(sections) + '\n')
-    atomic_write_json(Path(a.out).with_suffix('.json'), raw)
+    atomic_write_json(out_json, {'rows': raw, 'md': md_of})
     print(f'written {a.out}')
 
 
