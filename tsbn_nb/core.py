@@ -48,7 +48,8 @@ class Config:
     # pretext tasks and losses
     gsim_d: float = 0.5          # Eq. 1: distance between the two candidate GSIM targets
     alpha: float = 1.0           # Eq. 4: weight of Loss_CT
-    w_pos: float = 15.0          # Eq. 3: weight of the malignant term
+    w_pos: float = 15.0          # Eq. 3: weight of the malignant term (used when w_pos_rule='fixed')
+    w_pos_rule: str = 'fixed'    # fixed: w_pos as given | train_ratio: benign/malignant count of each run's training images
     ct_mode: str = 'stopgrad'    # which parameters Loss_CT moves: stopgrad | joint (see 06_losses)
     temperature: float = 0.5     # NT-Xent temperature (SimCLR)
     cr_patch: float = 0.08       # context restoration: patch side as a fraction of the image side
@@ -79,14 +80,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     'demo': dict(height=96, width=48, backbone='resnet18', pretrained='none', unet_base=8, unet_depth=3,
                  rdn_G0=8, rdn_D=3, rdn_C=3, rdn_G=8, rdn_checkpoint=False, decoder_base=8,
                  proj_dim=64, proj_hidden=128, lr=1e-3, batch_size=16, epochs=5, pretext_epochs=2, num_workers=0,
-                 w_pos=2.87),
+                 w_pos_rule='train_ratio'),
     'smoke': dict(height=64, width=32, backbone='resnet18', pretrained='none', unet_base=4, unet_depth=2,
                   rdn_G0=4, rdn_D=2, rdn_C=2, rdn_G=4, rdn_checkpoint=False, decoder_base=4,
                   proj_dim=8, proj_hidden=16, lr=1e-3, batch_size=4, epochs=1, pretext_epochs=1, num_workers=0),
 }
 
 # %% ../nbs/00_core.ipynb #20d92fd0
-_CHOICES = dict(backbone=('resnet18', 'resnet34', 'resnet50'), ct_mode=('stopgrad', 'joint'),
+_CHOICES = dict(backbone=('resnet18', 'resnet34', 'resnet50'), ct_mode=('stopgrad', 'joint'), w_pos_rule=('fixed', 'train_ratio'),
                 amp=('auto', 'bf16', 'fp16', 'none'), optimizer=('adam',))
 
 def _convert(name, typ, value):

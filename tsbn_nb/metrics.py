@@ -14,7 +14,8 @@ from .core import TsbnError
 
 # %% auto #0
 __all__ = ['METRICS', 'check_binary', 'confusion', 'metrics_from_counts', 'roc_points', 'roc_auc', 'binary_metrics',
-           'bootstrap_counts', 'BootstrapCI', 'bootstrap_ci', 'paired_bootstrap', 'delong_cov', 'delong_test', 'holm']
+           'bootstrap_counts', 'BootstrapCI', 'bootstrap_ci', 'paired_bootstrap', 'delong_cov', 'delong_test',
+           'clustered_delong_cov', 'clustered_delong_test', 'holm']
 
 # %% ../nbs/08_metrics.ipynb #630c7181
 def check_binary(y, # (N,) labels in {0, 1}
@@ -290,6 +291,46 @@ def delong_test(y, # (N,) labels in {0, 1}
     se, diff = math.sqrt(var), float(a1 - a2)
     if se < 1e-12:        # identical rankings (or both perfect): no evidence of a difference unless the AUCs differ
         z = 0.0 if abs(diff) < 1e-12 else math.copysign(math.inf, diff)
+    else: z = diff / se
+    return dict(auc1=float(a1), auc2=float(a2), diff=diff, se=se, z=float(z), p=float(2 * norm.sf(abs(z))))
+
+# %% ../nbs/08_metrics.ipynb #f7d79213
+def clustered_delong_cov(y, # (N,) labels in {0, 1}
+                         P, # (K, N) probabilities of K models on the same images
+                         clusters, # (N,) patient id of every image
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    "Obuchowski's clustered estimates: the K AUCs (K,) and their covariance (K, K), images grouped by `clusters`."
+    P = np.atleast_2d(np.asarray(P, dtype=np.float64))
+    for r in range(len(P)): y_, _ = check_binary(y, P[r], f'clustered delong (model {r + 1})')
+    codes, I = _group_index(clusters, len(y_))
+    pos, neg = y_ == 1, y_ == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    I10, I01 = len(np.unique(codes[pos])), len(np.unique(codes[neg]))
+    if I10 < 2 or I01 < 2:
+        raise TsbnError(f"the clustered test needs malignant images from at least 2 patients and benign images from "
+                        f"at least 2 patients, got {I10} and {I01}")
+    tz = rankdata(np.concatenate([P[:, pos], P[:, neg]], axis=1), axis=1)
+    v10 = (tz[:, :m] - rankdata(P[:, pos], axis=1)) / n          # placement of each malignant image
+    v01 = 1 - (tz[:, m:] - rankdata(P[:, neg], axis=1)) / m      # placement of each benign image
+    aucs = v10.mean(1)
+    per = lambda v, idx: np.stack([np.bincount(codes[idx], weights=r, minlength=I) for r in v])   # (K, I) sums
+    mi, ni = np.bincount(codes[pos], minlength=I), np.bincount(codes[neg], minlength=I)
+    a10, a01 = per(v10, pos) - mi * aucs[:, None], per(v01, neg) - ni * aucs[:, None]
+    s10 = I10 / ((I10 - 1) * m) * a10 @ a10.T
+    s01 = I01 / ((I01 - 1) * n) * a01 @ a01.T
+    s11 = I / (I - 1) * a10 @ a01.T
+    return aucs, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+def clustered_delong_test(y, # (N,) labels in {0, 1}
+                          p1, # (N,) probabilities of model 1
+                          p2, # (N,) probabilities of model 2 on the same images
+                          clusters, # (N,) patient id of every image
+                         ) -> dict:
+    "Two-sided test of AUC1 = AUC2 with images clustered by patient (Obuchowski 1997): dict(auc1, auc2, diff, se, z, p)."
+    (a1, a2), S = clustered_delong_cov(y, np.stack([np.asarray(p1, float), np.asarray(p2, float)]), clusters)
+    var = max(S[0, 0] + S[1, 1] - 2 * S[0, 1], 0.0)
+    se, diff = math.sqrt(var), float(a1 - a2)
+    if se < 1e-12: z = 0.0 if abs(diff) < 1e-12 else math.copysign(math.inf, diff)
     else: z = diff / se
     return dict(auc1=float(a1), auc2=float(a2), diff=diff, se=se, z=float(z), p=float(2 * norm.sf(abs(z))))
 

@@ -12,11 +12,12 @@ from .core import TsbnError, atomic_write_text, atomic_write_json
 
 # %% auto #0
 __all__ = ['INBREAST_BIRADS_COUNTS', 'BIRADS_ORDER', 'INBREAST_PATIENTS', 'INBREAST_BOTH_BREASTS', 'DETECTORS', 'PIXEL_MM',
-           'DEFAULT_SCALE', 'CSV_HEADER', 'PHANTOM_VERSION', 'FINDINGS', 'MASS_MM', 'FINDING_KEYS', 'ACR_PROBS',
-           'ACR_DENSE', 'SMALL_DETECTOR_FRACTION', 'FAT', 'GLAND', 'MASKING', 'ISLANDS', 'GREY', 'largest_remainder',
-           'phantom_composition', 'breast_birads', 'x_max', 'x_pect', 'draw_finding', 'phantom_table',
-           'power_law_noise', 'render_anatomy', 'finding_layers', 'render_image', 'phantom_dicom', 'make_phantom',
-           'phantom_summary']
+           'DEFAULT_SCALE', 'CSV_HEADER', 'PHANTOM_VERSION', 'PHANTOM_WINDOW', 'FINDINGS', 'MASS_MM', 'FINDING_KEYS',
+           'ACR_PROBS', 'ACR_DENSE', 'SMALL_DETECTOR_FRACTION', 'FAT', 'GLAND', 'MASKING', 'ISLANDS', 'GREY',
+           'LESION_GAIN', 'PROBE_TAGS', 'PROBE_BAND', 'largest_remainder', 'phantom_composition', 'breast_birads',
+           'x_max', 'x_pect', 'draw_finding', 'phantom_table', 'power_law_noise', 'render_anatomy', 'finding_layers',
+           'match_histogram', 'render_image', 'phantom_dicom', 'make_phantom', 'phantom_summary', 'global_features',
+           'shortcut_probe']
 
 # %% ../nbs/03_phantom.ipynb #c677ac67
 INBREAST_BIRADS_COUNTS = {'1': 67, '2': 220, '3': 23, '4a': 13, '4b': 8, '4c': 22, '5': 49, '6': 8}  # images per BI-RADS
@@ -26,7 +27,8 @@ DETECTORS = {'24x30': (4084, 3328), '18x24': (3328, 2560)}  # detector: (rows, c
 PIXEL_MM = 0.07                                # INbreast pixel spacing
 DEFAULT_SCALE = 1 / 8                          # default resolution: 510 x 416 pixels of 0.56 mm
 CSV_HEADER = 'Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads'
-PHANTOM_VERSION = 1                            # bump when the generator's output changes
+PHANTOM_VERSION = 2                            # bump when the generator's output changes (2: no global shortcut)
+PHANTOM_WINDOW = (6000, 9600)                  # (WindowCenter, WindowWidth) of every image from version 2 on
 
 # %% ../nbs/03_phantom.ipynb #ffbb03de
 def largest_remainder(weights, # non-negative weights
@@ -237,6 +239,7 @@ def power_law_noise(shape:tuple, # (rows, cols)
 # %% ../nbs/03_phantom.ipynb #ccd9d758
 FAT, GLAND, MASKING, ISLANDS = 0.30, 0.66, 0.4, 1.0   # grey levels, dense-tissue masking, normal islands per image
 GREY = 11000                                          # 14-bit value of V = 1
+LESION_GAIN = 1.3                                     # version 2: finding density x 1.3 before histogram matching
 
 def _sig(z): return 0.5 * (1 + np.tanh(0.5 * z))
 
@@ -342,9 +345,19 @@ def finding_layers(row:dict, # a `phantom_table` row
     return (si, sj), Lm, Lc
 
 # %% ../nbs/03_phantom.ipynb #9c8c8b21
+def match_histogram(img:np.ndarray, # image whose pixels are re-valued
+                    ref:np.ndarray  # image of the same size whose grey-level histogram `img` takes
+                   ) -> np.ndarray:
+    "`img` with the exact histogram of `ref`, keeping `img`'s rank order of pixels (ties by position)."
+    if img.shape != ref.shape: raise TsbnError(f"match_histogram: shapes {img.shape} and {ref.shape} differ")
+    flat = np.empty(img.size, ref.dtype)
+    flat[np.argsort(img, axis=None, kind='stable')] = np.sort(ref, axis=None)
+    return flat.reshape(img.shape)
+
 def render_image(row, # a `phantom_table` row (dict or Series)
                  scale:float=DEFAULT_SCALE, # 1: INbreast's 70 um pixels
-                 finding:bool=True # False: the same image without its finding
+                 finding:bool=True, # False: the same image without its finding
+                 balance:bool=True # give the image the histogram of its finding-free twin (version 2; False: version 1)
                 ) -> np.ndarray:
     "The (rows, cols) uint16 14-bit image of `row`; chest wall at the left for L, at the right for R."
     row = dict(row)
@@ -355,16 +368,20 @@ def render_image(row, # a `phantom_table` row (dict or Series)
     if shape != V.shape:
         V = ndimage.zoom(V, (shape[0] / V.shape[0], shape[1] / V.shape[1]), order=1, mode='nearest', grid_mode=True)
     y, x, px = _grid(shape, det)
+    twin = V.copy() if balance and finding and row['finding'] != 'none' else None
     if finding and row['finding'] != 'none':
         (si, sj), Lm, Lc = finding_layers(row, shape)
         pa = DETECTORS[det][0] * PIXEL_MM / D.shape[0]          # anatomy pixel size
         yy, xx = np.meshgrid(y[si] / pa - 0.5, x[sj] / pa - 0.5, indexing='ij')
         Dw = np.clip(ndimage.map_coordinates(D, [yy, xx], order=1, mode='nearest'), 0, 1)
         Tw = ndimage.map_coordinates(T, [yy, xx], order=1, mode='nearest')
-        V[si, sj] += Tw * (GLAND - FAT) * row['contrast'] * (Lm * (1 - MASKING * Dw) + Lc * (1 - 0.3 * Dw))
+        boost = LESION_GAIN if balance else 1.0         # version 2: rank matching flattens a finding; restore its contrast
+        V[si, sj] += Tw * (GLAND - FAT) * row['contrast'] * boost * (Lm * (1 - MASKING * Dw) + Lc * (1 - 0.3 * Dw))
     mask = np.clip((x_max(y, g)[:, None] - x[None, :]) / px + 0.5, 0, 1)   # anti-aliased skin edge
-    img = (V * row['gain'] + rng.standard_normal(shape, dtype=np.float32) * (0.03 * PIXEL_MM / px)) * mask
-    img = np.clip(np.rint(img * GREY), 0, 2**14 - 1).astype(np.uint16)
+    noise = rng.standard_normal(shape, dtype=np.float32) * (0.03 * PIXEL_MM / px)
+    grey = lambda V_: np.clip(np.rint((V_ * row['gain'] + noise) * mask * GREY), 0, 2**14 - 1).astype(np.uint16)
+    img = grey(V)
+    if twin is not None: img = match_histogram(img, grey(twin))   # the finding moves pixels in rank only
     return img if row['laterality'] == 'L' else np.ascontiguousarray(img[:, ::-1])
 
 # %% ../nbs/03_phantom.ipynb #9b0233ea
@@ -373,7 +390,9 @@ _VIEW_CODES = {'CC': ('399162004', 'cranio-caudal'), 'MLO': ('399368009', 'medio
 def phantom_dicom(img:np.ndarray, # (rows, cols) uint16 image from `render_image`
                   row:dict, # its `phantom_table` row
                   scale:float, # its scale (sets the pixel spacing)
-                  seed:int # the phantom's master seed (sets the UIDs)
+                  seed:int, # the phantom's master seed (sets the UIDs)
+                  window:tuple|None=PHANTOM_WINDOW, # (centre, width) written to every file; None: the image's own (version 1)
+                  version:int=PHANTOM_VERSION # generator version written to the file meta
                  ) -> bytes:
     "The bytes of a DICOM file holding `img` with INbreast-like MG header fields."
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -384,8 +403,8 @@ def phantom_dicom(img:np.ndarray, # (rows, cols) uint16 image from `render_image
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MG, sop
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = uid('implementation', PHANTOM_VERSION)
-    meta.ImplementationVersionName = f'TSBN_PHANTOM_{PHANTOM_VERSION}'
+    meta.ImplementationClassUID = uid('implementation', version)
+    meta.ImplementationVersionName = f'TSBN_PHANTOM_{version}'
     ds = Dataset(); ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = MG, sop
     ds.StudyInstanceUID = uid(row['patient_id'], 'study')
@@ -406,9 +425,11 @@ def phantom_dicom(img:np.ndarray, # (rows, cols) uint16 image from `render_image
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 14, 13, 0
     sp = f'{PIXEL_MM / scale:.6g}'
     ds.PixelSpacing = ds.ImagerPixelSpacing = [sp, sp]
-    tissue = img[img > 0]
-    lo, hi = np.percentile(tissue, [1, 99.5]) if tissue.size else (0, 2**14 - 1)
-    ds.WindowCenter, ds.WindowWidth = f'{(lo + hi) / 2:.0f}', f'{max(hi - lo, 1):.0f}'
+    if window is None:                                   # version 1: each image's own window (a label shortcut)
+        tissue = img[img > 0]
+        lo, hi = np.percentile(tissue, [1, 99.5]) if tissue.size else (0, 2**14 - 1)
+        window = ((lo + hi) / 2, max(hi - lo, 1))
+    ds.WindowCenter, ds.WindowWidth = f'{window[0]:.0f}', f'{window[1]:.0f}'
     ds.VOILUTFunction = 'LINEAR'
     ds.PixelData = np.ascontiguousarray(img, dtype='<u2').tobytes()
     buf = io.BytesIO()
@@ -416,15 +437,17 @@ def phantom_dicom(img:np.ndarray, # (rows, cols) uint16 image from `render_image
     return buf.getvalue()
 
 # %% ../nbs/03_phantom.ipynb #8fa4e451
-def _params(n_patients, scale, seed, counts) -> dict:
-    return dict(generator='tsbn_nb.phantom', version=PHANTOM_VERSION, n_patients=int(n_patients),
+def _params(n_patients, scale, seed, counts, version=PHANTOM_VERSION) -> dict:
+    return dict(generator='tsbn_nb.phantom', version=int(version), n_patients=int(n_patients),
                 scale=float(scale), seed=int(seed), birads_counts=counts)
 
-def _write_images(rows:list, out:str, scale:float, seed:int) -> int:
+def _write_images(rows:list, out:str, scale:float, seed:int, version:int=PHANTOM_VERSION) -> int:
     "Render and write the DICOMs of `rows` under `out`; the number of bytes written."
     n = 0
     for row in rows:
-        data = phantom_dicom(render_image(row, scale), row, scale, seed)
+        v1 = version == 1                          # the old generator, kept to show its shortcut
+        data = phantom_dicom(render_image(row, scale, balance=not v1), row, scale, seed,
+                             window=None if v1 else PHANTOM_WINDOW, version=version)
         path = Path(out) / row['dicom']; tmp = path.with_name(f'.{path.name}.tmp')
         tmp.write_bytes(data); os.replace(tmp, path)
         n += len(data)
@@ -460,10 +483,12 @@ def make_phantom(out_dir, # folder to write (created if missing)
                  birads_counts:dict|None=None, # images per BI-RADS; None: INbreast's, scaled
                  overwrite:bool=False, # replace a different phantom in `out_dir`
                  progress:bool=True, # show a progress bar
-                 workers:int=1 # processes rendering images
+                 workers:int=1, # processes rendering images
+                 version:int=PHANTOM_VERSION # generator version: 2 (default) or 1 (the old one, whose images leak the label)
                 ) -> Path:
     "Write an INbreast-like dataset (INbreast.csv + AllDICOMs/) to `out_dir` and return its path."
     scale = float(scale)
+    if version not in (1, 2): raise TsbnError(f"version={version!r}: the phantom generator has versions 1 and 2 (default)")
     if not isinstance(workers, (int, np.integer)) or workers < 1:
         raise TsbnError(f"workers={workers!r}: give a positive integer")
     if not 0 < scale <= 1 or min(_shape('18x24', scale)) < 16:
@@ -471,7 +496,7 @@ def make_phantom(out_dir, # folder to write (created if missing)
                         f"default {DEFAULT_SCALE})")
     out = Path(out_dir).expanduser()
     table = phantom_table(n_patients, seed, birads_counts)
-    params = _params(n_patients, scale, seed, phantom_composition(n_patients, birads_counts)[2])
+    params = _params(n_patients, scale, seed, phantom_composition(n_patients, birads_counts)[2], version)
     if _prepare_dir(out, params, overwrite):
         if progress: print(f'{out}: this phantom is already complete')
         return out
@@ -489,11 +514,11 @@ def make_phantom(out_dir, # folder to write (created if missing)
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(workers) as ex:
             for ch, _ in zip(chunks, ex.map(_write_images, chunks, [str(out)] * len(chunks),
-                                            [scale] * len(chunks), [seed] * len(chunks))):
+                                            [scale] * len(chunks), [seed] * len(chunks), [version] * len(chunks))):
                 if bar: bar.update(len(ch))
     else:
         for ch in chunks:
-            _write_images(ch, str(out), scale, seed)
+            _write_images(ch, str(out), scale, seed, version)
             if bar: bar.update(len(ch))
     if bar: bar.close()
     atomic_write_text(out / 'INbreast.csv', _csv_text(table))        # last: marks the phantom complete
@@ -518,3 +543,56 @@ def phantom_summary(out_dir # a folder written by `make_phantom` (or any INbreas
                 benign=int(b.isin(['1', '2']).sum()), malignant=int(b.isin(['4a', '4b', '4c', '5', '6']).sum()),
                 excluded=int((b == '3').sum()), views=df['View'].value_counts().to_dict(),
                 megabytes=round(sum(d.stat().st_size for d in dcms) / 1e6, 2), phantom=params)
+
+# %% ../nbs/03_phantom.ipynb #3cc43569
+PROBE_TAGS = ('WindowCenter', 'WindowWidth', 'RescaleSlope', 'RescaleIntercept')   # DICOM tags the probe reads
+PROBE_BAND = 0.06                              # |pooled AUC - 0.5| the probe tolerates on a shortcut-free data set
+
+def _tag_number(ds, name:str) -> float:
+    "The first value of a numeric DICOM tag, NaN when absent or not a number."
+    v = ds.get(name)
+    if v is None: return float('nan')
+    try: return float(v[0] if not isinstance(v, (str, bytes, int, float)) and hasattr(v, '__len__') else v)
+    except (TypeError, ValueError, IndexError): return float('nan')
+
+def global_features(paths # image files (DICOM, PNG, ...) in dataset order
+                   ) -> pd.DataFrame:
+    "Per image: mean, std, p1, p50, p99 of the breast's grey levels (as read, in [0, 1]), breast area, DICOM window/rescale tags."
+    import pydicom
+    from tsbn_nb.dicom import read_mammogram, segment_breast
+    rows = []
+    for p in map(str, paths):
+        img, meta = read_mammogram(p)
+        m = segment_breast(img)
+        br = img[m] if m.any() else img.ravel()
+        r = dict(mean=br.mean(), std=br.std(), **dict(zip(('p1', 'p50', 'p99'), np.percentile(br, [1, 50, 99]))),
+                 area_px=float(m.sum()), area_frac=float(m.mean()))
+        is_dicom = str(meta.get('format') or '').startswith('dicom')
+        ds = pydicom.dcmread(p, stop_before_pixels=True, force=True) if is_dicom else {}
+        rows.append(r | {t: _tag_number(ds, t) for t in PROBE_TAGS})
+    return pd.DataFrame(rows).astype(float)
+
+def shortcut_probe(features:pd.DataFrame, # from `global_features`, one row per image
+                   labels, # 0/1 per image
+                   folds, # test fold per image (the experiments' folds)
+                  ) -> dict:
+    "Out-of-fold AUC (pooled and per fold) of a logistic regression on global features; 0.5 means no shortcut."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.metrics import roc_auc_score
+    X, y, folds = features.astype(float), np.asarray(labels).astype(int), np.asarray(folds)
+    if len(X) != len(y) or len(y) != len(folds): raise TsbnError("shortcut_probe: features, labels and folds differ in length")
+    X = X.loc[:, X.notna().any() & (X.nunique() > 1)]            # constant or absent features carry nothing
+    prob = np.full(len(y), np.nan); fold_auc = {}
+    for k in np.unique(folds):
+        tr, te = folds != k, folds == k
+        med = X[tr].median()
+        xs = StandardScaler().fit(X[tr].fillna(med))
+        lr = LogisticRegression(max_iter=5000).fit(xs.transform(X[tr].fillna(med)), y[tr]) if X.shape[1] else None
+        prob[te] = lr.predict_proba(xs.transform(X[te].fillna(med)))[:, 1] if lr is not None else 0.5
+        if len(set(y[te])) == 2: fold_auc[int(k)] = float(roc_auc_score(y[te], prob[te]))
+    single = {c: float(roc_auc_score(y, X[c].fillna(X[c].median()))) for c in X}
+    auc = float(roc_auc_score(y, prob))
+    return dict(auc=auc, fold_auc=fold_auc, feature_auc=single, features=list(X.columns),
+                constant=[c for c in features if c not in X], n_images=int(len(y)), n_malignant=int(y.sum()),
+                passes=bool(abs(auc - 0.5) <= PROBE_BAND), band=PROBE_BAND)

@@ -4,20 +4,21 @@
 
 # %% ../nbs/09_report.ipynb #0b575aa8
 from __future__ import annotations
-import io, json, math, re, warnings
+import io, json, math, os, re, warnings
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
 from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, get_config
-from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, holm
+from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'DISPLAY_NAMES', 'METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'IDENTITY_KEYS',
-           'HARDWARE_KEYS', 'REQUIRED_KEYS', 'LINE_STYLES', 'MARKERS', 'write_fake_runs', 'config_differences',
-           'load_runs', 'table2', 'fmt_pm', 'format_table2', 'compare_with_paper', 'format_comparison', 'to_markdown',
-           'to_latex', 'write_table2', 'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table',
-           'stats_paragraph', 'write_manifest', 'fmt_ci', 'make_report']
+           'HARDWARE_KEYS', 'REQUIRED_KEYS', 'LINE_STYLES', 'MARKERS', 'PROBE_FILE', 'write_fake_runs',
+           'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2', 'seed_noise',
+           'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2',
+           'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph',
+           'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
 ALGORITHMS = ['resnet', 'simclr', 'cr-f-resnet', 'gm-f-resnet', 'gm-m-resnet', 'tsbn-u', 'tsbn-r']
@@ -187,7 +188,7 @@ def load_runs(results_dir, # folder holding runs/<algorithm>/fold<k>[-seed<s>].j
 # %% ../nbs/09_report.ipynb #5557a2d3
 def table2(runs:pd.DataFrame, # per-run table from `load_runs`
           ) -> pd.DataFrame:
-    "Table II: one row per algorithm (paper order) with <metric>_mean and <metric>_std in % (ddof=1) and run counts."
+    "Table II per algorithm (paper order), in %: <m>_mean ± <m>_std over folds (ddof=1) averaged over seeds; <m>_seed_sd between seeds."
     rows = []
     for a in [a for a in ALGORITHMS if a in set(runs.algorithm)]:
         d = runs[runs.algorithm == a]
@@ -195,9 +196,21 @@ def table2(runs:pd.DataFrame, # per-run table from `load_runs`
         for m in METRICS:
             v = 100 * d[m].astype(float)
             if v.isna().any(): warnings.warn(f"{DISPLAY_NAMES[a]}: {m} is undefined in {int(v.isna().sum())} run(s), left out of the mean")
-            row[f'{m}_mean'], row[f'{m}_std'] = v.mean(), v.std(ddof=1)
+            by = v.groupby(d.seed.to_numpy())
+            means, stds = by.mean(), by.std(ddof=1)              # per seed: the paper's mean ± std over folds
+            row[f'{m}_mean'], row[f'{m}_std'] = means.mean(), stds.mean()
+            row[f'{m}_seed_sd'] = means.std(ddof=1) if len(means) > 1 else float('nan')
         rows.append(row)
     return pd.DataFrame(rows).set_index('method')
+
+def pooled_auc_by_seed(pooled:pd.DataFrame, # prediction table from `load_runs`
+                      ) -> pd.DataFrame:
+    "AUC (%) of the pooled out-of-fold predictions of each (algorithm, seed): rows algorithms (display names), columns seeds."
+    out = {}
+    for (a, s), d in pooled.groupby(['algorithm', 'seed'], sort=False):
+        out.setdefault(DISPLAY_NAMES[a], {})[int(s)] = 100 * roc_auc(d.label.to_numpy(), d.prob.to_numpy())
+    t = pd.DataFrame(out).T.sort_index(axis=1)
+    return t.loc[[DISPLAY_NAMES[a] for a in ALGORITHMS if DISPLAY_NAMES[a] in t.index]].rename_axis('method')
 
 # %% ../nbs/09_report.ipynb #d8af21fb
 def fmt_pm(mean:float, std:float, digits:int=2) -> str:
@@ -210,8 +223,55 @@ def format_table2(t2:pd.DataFrame, digits:int=2) -> pd.DataFrame:
     return pd.DataFrame({METRIC_NAMES[m]: [fmt_pm(a, b, digits) for a, b in zip(t2[f'{m}_mean'], t2[f'{m}_std'])]
                          for m in METRICS}, index=t2.index.rename('Methods'))
 
+# %% ../nbs/09_report.ipynb #381a3510
+def seed_noise(t2:pd.DataFrame, # output of `table2`
+               reference:str='resnet', # baseline of the comparisons
+               z:float=1.96, # normal quantile of the floor (1.96: 5% two-sided)
+              ) -> pd.DataFrame:
+    "Per algorithm and metric (%): mean difference from `reference`, its run-to-run noise floor, and whether it exceeds it."
+    ref = t2[t2.algorithm == reference]
+    rows = []
+    for name, r in t2.iterrows():
+        row = dict(algorithm=r.algorithm, method=name, n_seeds=int(r.n_seeds))
+        for m in METRICS:
+            d = fl = float('nan')
+            if not ref.empty and r.algorithm != reference:
+                S = min(int(r.n_seeds), int(ref.n_seeds.iloc[0]))
+                d = r[f'{m}_mean'] - ref[f'{m}_mean'].iloc[0]
+                fl = z * math.sqrt((r[f'{m}_seed_sd'] ** 2 + ref[f'{m}_seed_sd'].iloc[0] ** 2) / S)
+            row |= {f'{m}_diff': d, f'{m}_floor': fl, f'{m}_exceeds': bool(abs(d) > fl) if not np.isnan(fl) else False}
+        rows.append(row)
+    out = pd.DataFrame(rows).set_index('method')
+    sigma = {m: float(np.sqrt(np.nanmean(t2[f'{m}_seed_sd'].to_numpy(float) ** 2))) if t2[f'{m}_seed_sd'].notna().any()
+             else float('nan') for m in METRICS}
+    out.attrs.update(reference=reference, z=z, n_seeds=int(t2.n_seeds.min()), sigma=sigma,
+                     floor_single={m: z * math.sqrt(2) * s for m, s in sigma.items()})
+    return out
+
+def noise_paragraph(noise:pd.DataFrame, # output of `seed_noise`
+                   ) -> str:
+    "The report's statement of run-to-run noise and of the differences from the reference that exceed it."
+    a, ref = noise.attrs, DISPLAY_NAMES.get(noise.attrs.get('reference'), noise.attrs.get('reference'))
+    S = a.get('n_seeds', 1)
+    if S < 2 or np.isnan(a['sigma']['auc']):
+        return ("Run-to-run noise is not measured: every algorithm has one seed. Rerun with several seeds "
+                "(tsbn reproduce --seeds 0 1 2) before reading differences between algorithms.")
+    sig = ', '.join(f"{METRIC_NAMES[m]} {a['sigma'][m]:.2f}" for m in METRICS)
+    fl = ', '.join(f"{METRIC_NAMES[m]} {a['floor_single'][m]:.2f}" for m in METRICS)
+    txt = (f"Run-to-run noise ({S} seeds; same data, folds and code): the seed-to-seed standard deviation of a "
+           f"fold-averaged metric, pooled over algorithms, is {sig} points. Noise floor: two single-seed runs (as in a "
+           f"one-seed paper) must differ by more than 1.96·√2·σ = {fl} points to stand out from this noise; for "
+           f"{S}-seed means the floor is √{S} times lower. ")
+    others = noise[noise.algorithm != a.get('reference')]
+    cell = lambda r, m: f"{METRIC_NAMES[m]} {r[m + '_diff']:+.2f} (floor {r[m + '_floor']:.2f})"
+    hits = [f"{n} ({', '.join(cell(r, m) for m in METRICS if r[m + '_exceeds'])})"
+            for n, r in others.iterrows() if any(r[m + '_exceeds'] for m in METRICS)]
+    txt += (f"Differences of the {S}-seed means from {ref} that exceed their floor: " + ('; '.join(hits) if hits else 'none') + '.')
+    return txt
+
 # %% ../nbs/09_report.ipynb #71f19525
 def compare_with_paper(t2:pd.DataFrame, # output of `table2`
+                       pooled_auc:pd.DataFrame|None=None, # `pooled_auc_by_seed`: compare pooled AUC with Fig. 4's
                       ) -> pd.DataFrame:
     "Per algorithm and metric: ours (mean, std), the paper's (mean, std) and ours - paper, in %."
     out = pd.DataFrame(index=t2.index)
@@ -219,6 +279,9 @@ def compare_with_paper(t2:pd.DataFrame, # output of `table2`
         if m == 'auc': pm = t2.algorithm.map(lambda a: 100 * PAPER_AUC[a]); ps = pm * np.nan
         else: pm, ps = t2.algorithm.map(PAPER_TABLE2[f'{m}_mean']), t2.algorithm.map(PAPER_TABLE2[f'{m}_std'])
         out[f'{m}_ours'], out[f'{m}_ours_std'] = t2[f'{m}_mean'], t2[f'{m}_std']
+        if m == 'auc' and pooled_auc is not None:   # Fig. 4's AUCs are of pooled ROC curves: compare like with like
+            pa = pooled_auc.reindex(t2.index)
+            out['auc_ours'], out['auc_ours_std'] = pa.mean(axis=1), (pa.std(axis=1, ddof=1) if pa.shape[1] > 1 else pa.mean(axis=1) * np.nan)
         out[f'{m}_paper'], out[f'{m}_paper_std'] = pm.astype(float), ps.astype(float)
         out[f'{m}_diff'] = out[f'{m}_ours'] - out[f'{m}_paper']
     return out
@@ -283,7 +346,7 @@ def dataset_kind(runs:pd.DataFrame) -> str:
     kinds = set()
     for d in runs.dataset.astype(str).str.lower():
         kinds.add('synthetic' if any(w in d for w in ('phantom', 'synthetic', 'fake')) else
-                  'INbreast' if 'inbreast' in d else 'unknown')
+                  'INbreast' if 'inbreast' in d else 'manifest' if 'manifest' in d else 'unknown')
     return kinds.pop() if len(kinds) == 1 else 'mixed'
 
 def table2_caption(runs:pd.DataFrame, # per-run table from `load_runs`
@@ -292,10 +355,15 @@ def table2_caption(runs:pd.DataFrame, # per-run table from `load_runs`
     "Caption of Table II: protocol, profile, data set (with a warning for synthetic data), weights, gaps."
     kind = dataset or dataset_kind(runs)
     nf, ns = runs.fold.nunique(), runs.seed.nunique()
-    runs_txt = f'{nf}-fold cross-validation' + (f' × {ns} seeds' if ns > 1 else '')
+    k = max(int(c.get('n_folds', nf)) for c in runs.config)
+    present = sorted(set(runs.fold))
+    runs_txt = (f'{k}-fold cross-validation' if nf == k else
+                f"folds {', '.join(map(str, present))} of a {k}-fold split (INCOMPLETE: folds "
+                f"{', '.join(str(f) for f in range(k) if f not in present)} missing)") + (f' × {ns} seeds' if ns > 1 else '')
     data_txt = {'synthetic': 'the built-in synthetic INbreast-like data (numbers are not expected to match the paper)',
                 'INbreast': 'INbreast', 'mixed': 'MIXED data sets (not comparable)',
-                'unknown': 'not recorded in the run records'}.get(kind, kind)
+                'manifest': 'a data set given as a CSV manifest',
+                'unknown': 'a data set the run records do not name'}.get(kind, kind)
     if kind != 'synthetic' and any(w in str(kind).lower() for w in ('phantom', 'synthetic', 'fake')):
         data_txt += ' (numbers are not expected to match the paper)'
     w = sorted(set(runs.weights))
@@ -303,7 +371,20 @@ def table2_caption(runs:pd.DataFrame, # per-run table from `load_runs`
         tuple(w), 'MIXED (' + ', '.join(w) + ')')
     prof = ', '.join(sorted(set(runs.profile.astype(str))))
     cap = (f'Table II (reproduction). Classification results on {data_txt}; {runs_txt}; mean ± sample std '
-           f'(ddof = 1) over runs; unit: %. Profile: {prof}. ResNet weights: {w_txt}. AUC: mean of per-fold AUCs.')
+           f'(ddof = 1) over folds' + (', averaged over seeds' if ns > 1 else '') +
+           f'; unit: %. Profile: {prof}. ResNet weights: {w_txt}. AUC: mean of per-fold AUCs.')
+    cfg0 = runs.config.iloc[0]
+    rule = cfg0.get('w_pos_rule', 'fixed')
+    cap += (' BCE weight w (Eq. 3): the benign/malignant ratio of each run\'s training images.' if rule == 'train_ratio'
+            else f" BCE weight w (Eq. 3) = {cfg0.get('w_pos', 15)}.")
+    if set(runs.algorithm) & {'tsbn-u', 'tsbn-r'}:
+        kd = cfg0.get('proj_dim', '?')
+        cap += (' TSBN transfer: P is a fixed random projection of the pretext features with running standardisation and '
+                'P(e(x)) a stop-gradient target, so Loss_CT moves only the ResNet and D (one-way, pretext to downstream)'
+                if cfg0.get('ct_mode', 'stopgrad') == 'stopgrad' else
+                ' TSBN transfer: P and D both trained by Loss_CT (ct_mode joint)')
+        cap += (f'; Loss_CT is the mean over the k = {kd} projection dimensions, not the sum of Eq. 2, so α = '
+                f"{cfg0.get('alpha', '?')} here is α·k on Eq. 2's scale.")
     missing = [DISPLAY_NAMES[a] for a in ALGORITHMS if a not in set(runs.algorithm)]
     if missing: cap += f' Not run: {", ".join(missing)}.'
     diff = config_differences(runs)
@@ -335,7 +416,9 @@ def fig4(pooled:pd.DataFrame, # prediction table from `load_runs` (or `pooled_by
     "Draw the ROC curves of all algorithms (pooled out-of-fold predictions, AUC in the legend); write fig4.png/pdf."
     import seaborn as sns
     from matplotlib.figure import Figure
-    img = pooled if 'n_seeds' in pooled else pooled_by_image(pooled)
+    seeds = sorted(set(pooled.seed)) if 'seed' in pooled else [0]
+    per_seed = pooled_auc_by_seed(pooled) / 100 if len(seeds) > 1 else None
+    img = pooled if 'n_seeds' in pooled else pooled_by_image(pooled[pooled.seed == seeds[0]])   # one run per image
     palette = sns.color_palette('colorblind', len(ALGORITHMS))
     with sns.axes_style('whitegrid'):
         fig = Figure(figsize=(5.2, 5.0)); ax = fig.add_subplot()
@@ -345,11 +428,14 @@ def fig4(pooled:pd.DataFrame, # prediction table from `load_runs` (or `pooled_by
             if d.empty: continue
             fpr, tpr, _ = roc_points(d.label.to_numpy(), d.prob.to_numpy())
             ax.plot(fpr, tpr, color=palette[i], ls=LINE_STYLES[i], marker=MARKERS[i], markevery=0.1, ms=4, lw=1.6,
-                    label=f'{DISPLAY_NAMES[a]} (AUC = {roc_auc(d.label.to_numpy(), d.prob.to_numpy()):.3f})')
+                    label=f'{DISPLAY_NAMES[a]} (AUC = {roc_auc(d.label.to_numpy(), d.prob.to_numpy()):.3f}'
+                          + (f'; {len(seeds)} seeds {per_seed.loc[DISPLAY_NAMES[a]].mean():.3f} ± {per_seed.loc[DISPLAY_NAMES[a]].std(ddof=1):.3f})'
+                             if per_seed is not None else ')'))
         ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel='1 − specificity (false positive rate)',
                ylabel='Sensitivity (true positive rate)', aspect='equal')
         if title: ax.set_title(title, fontsize=9)
-        ax.legend(loc='lower right', fontsize=8, frameon=True)
+        ax.legend(loc='lower right', fontsize=7 if per_seed is not None else 8, frameon=True,
+                  title='Pooled out-of-fold ROC' + (f' (seed {seeds[0]})' if per_seed is not None else ''), title_fontsize=8)
         fig.tight_layout()
     out = Path(out_dir); paths = {}
     for ext, kw in [('png', dict(dpi=dpi, metadata={'Software': None})), ('pdf', dict(metadata={'CreationDate': None}))]:
@@ -364,9 +450,11 @@ def stats_table(pooled:pd.DataFrame, # prediction table from `load_runs`
                 reference:str='resnet', # baseline of the comparisons
                 threshold:float=0.5, # decision threshold of the threshold metrics
                 alpha:float=0.05, # 1 - confidence level, and the significance level
+                run_seed:int|None=None, # the runs compared: those of this training seed (default: the smallest)
                ) -> pd.DataFrame:
-    "Per algorithm: pooled metrics with bootstrap CIs (in %), and the comparison with `reference` (DeLong + Holm, paired bootstrap)."
-    img = pooled_by_image(pooled)
+    "Per algorithm: pooled metrics with patient-bootstrap CIs (%), and the comparison with `reference` (clustered DeLong + Holm)."
+    run_seed = int(pooled.seed.min()) if run_seed is None else int(run_seed)
+    img = pooled_by_image(pooled[pooled.seed == run_seed])
     algs = [a for a in ALGORITHMS if a in set(img.algorithm)]
     ref = img[img.algorithm == reference].set_index('image_id') if reference in algs else None
     rows = []
@@ -383,15 +471,19 @@ def stats_table(pooled:pd.DataFrame, # prediction table from `load_runs`
             if (j.label != j.label_ref).any(): raise TsbnError(f"{DISPLAY_NAMES[a]} and {DISPLAY_NAMES[reference]} disagree on image labels: different data")
             y = j.label.to_numpy()
             dl = delong_test(y, j.prob.to_numpy(), j.prob_ref.to_numpy())
+            cl = clustered_delong_test(y, j.prob.to_numpy(), j.prob_ref.to_numpy(), j.patient_id.to_numpy())
+            row |= dict(auc_se=100 * cl['se'], auc_z=cl['z'], auc_p=cl['p'])
             pb = paired_bootstrap(y, j.prob.to_numpy(), j.prob_ref.to_numpy(), j.patient_id.to_numpy(), METRICS, n_boot, seed, alpha, threshold)
             row |= dict(n_paired=len(j), auc_diff=100 * dl['diff'], delong_se=100 * dl['se'], delong_z=dl['z'], delong_p=dl['p'])
             for m in METRICS: row[f'd_{m}'], row[f'd_{m}_lo'], row[f'd_{m}_hi'] = 100 * pb.estimate[m], 100 * pb.lo[m], 100 * pb.hi[m]
         rows.append(row)
     st = pd.DataFrame(rows).set_index('method')
     if 'delong_p' in st:
-        st['delong_p_holm'] = holm(st.delong_p.to_numpy())
-        st['auc_supported'] = st.delong_p_holm < alpha
-    st.attrs.update(reference=reference, alpha=alpha, n_boot=n_boot)
+        st['delong_p_holm'] = holm(st.delong_p.to_numpy())       # image-level, for comparison only
+        st['auc_p_holm'] = holm(st.auc_p.to_numpy())             # clustered by patient: the test the report uses
+        st['auc_supported'] = st.auc_p_holm < alpha
+    st.attrs.update(reference=reference, alpha=alpha, n_boot=n_boot, run_seed=run_seed,
+                    n_seeds=int(pooled.seed.nunique()))
     return st
 
 # %% ../nbs/09_report.ipynb #2128f9ef
@@ -401,18 +493,20 @@ def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
     ref, alpha, B = stats.attrs.get('reference', 'resnet'), stats.attrs.get('alpha', 0.05), stats.attrs.get('n_boot', '?')
     rname = DISPLAY_NAMES.get(ref, ref)
     base = stats[stats.algorithm == ref]
+    S, s0 = stats.attrs.get('n_seeds', 1), stats.attrs.get('run_seed', 0)
     head = (f"Statistics on the pooled out-of-fold predictions ({int(stats.n_images.max())} images of "
-            f"{int(stats.n_patients.max())} patients; 95% percentile bootstrap CIs with patients resampled, {B} replicates). ")
+            f"{int(stats.n_patients.max())} patients; 95% percentile bootstrap CIs with patients resampled, {B} replicates"
+            + (f"; the runs of seed {s0}, one of {S}" if S > 1 else '') + "). ")
     if base.empty: return head + f"{rname} has no runs, so no algorithm is compared with it."
     if 'delong_p' not in stats: return head + f"Only {rname} has runs: there is nothing to compare."
     others = stats[stats.algorithm != ref]
-    k = int(others.delong_p.notna().sum())
-    txt = head + (f"AUC against {rname} (AUC {base.auc.iloc[0] / 100:.3f}), DeLong's paired test with Holm's correction "
-                  f"over the {k} comparisons at α = {alpha}: ")
+    k = int(others.auc_p.notna().sum())
+    txt = head + (f"AUC against {rname} (AUC {base.auc.iloc[0] / 100:.3f}), DeLong's paired test clustered by patient "
+                  f"(Obuchowski) with Holm's correction over the {k} comparisons at α = {alpha}: ")
     parts = []
     for name, r in others.iterrows():
         verdict = 'supported' if r.auc_supported else 'not supported'
-        parts.append(f"{name} {r.auc / 100:.3f} (Δ {r.auc_diff / 100:+.3f}, p = {r.delong_p:.2g}, Holm p = {r.delong_p_holm:.2g}, {verdict})")
+        parts.append(f"{name} {r.auc / 100:.3f} (Δ {r.auc_diff / 100:+.3f}, p = {r.auc_p:.2g}, Holm p = {r.auc_p_holm:.2g}, {verdict})")
     txt += '; '.join(parts) + '. '
     sup = others.index[others.auc_supported.astype(bool)].tolist()
     if not sup: txt += f"No AUC difference from {rname} is statistically supported. "
@@ -426,7 +520,8 @@ def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
     txt += ("For accuracy, sensitivity, specificity, YI and F1, the paired bootstrap 95% CI of the difference from "
             f"{rname} (percentage points, unadjusted for multiplicity, descriptive) excludes 0 for: "
             + ('; '.join(excl) if excl else 'none') + '. ')
-    txt += "The intervals reflect the sampling of test patients for the trained models, not training variability."
+    txt += ("The intervals and p-values reflect the sampling of test patients for the trained models, not training "
+            "variability (see the run-to-run noise).")
     return txt
 
 # %% ../nbs/09_report.ipynb #67a1343b
@@ -451,6 +546,38 @@ def fmt_ci(est:float, lo:float, hi:float, digits:int=1) -> str:
     "'est [lo, hi]' with `digits` decimals, '–' for NaN."
     return '–' if np.isnan(est) else f'{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
 
+PROBE_FILE = 'shortcut_probe.json'   # written by the sweep beside the runs (tsbn_nb.phantom.shortcut_probe)
+
+def evidence_text(probe:dict|None, # contents of shortcut_probe.json, or None
+                  pooled_auc:pd.DataFrame, # `pooled_auc_by_seed`
+                  t2:pd.DataFrame, # `table2`
+                  noise:pd.DataFrame, # `seed_noise`
+                 ) -> str:
+    "Markdown: the shortcut probe beside the pooled AUCs, the AUC of each seed, and the run-to-run noise."
+    ref = DISPLAY_NAMES['resnet']
+    lines = ['**Shortcut probe and pooled AUC.** ']
+    if probe is None:
+        lines[0] += ("No shortcut probe was run on these data (`tsbn reproduce` writes shortcut_probe.json): nothing shows "
+                     "that the CNNs beat a classifier of global image statistics.")
+    else:
+        verdict = ('within' if probe['passes'] else 'OUTSIDE') + f" 0.50 ± {probe['band']:.2f}"
+        strongest = sorted(probe['feature_auc'].items(), key=lambda kv: -abs(kv[1] - 0.5))[:3]
+        lines[0] += (f"A logistic regression on global image statistics only ({', '.join(probe['features']) or 'none varies'}) "
+                     f"reaches a pooled out-of-fold AUC of {probe['auc']:.3f} under the same folds ({verdict}; strongest single "
+                     f"features: {', '.join(f'{k} {v:.2f}' for k, v in strongest)}). ")
+        if ref in pooled_auc.index:
+            ra = pooled_auc.loc[ref]
+            lines[0] += (f"{ref}'s pooled AUC is {ra.mean() / 100:.3f}" + (f" (mean of {len(ra)} seeds, {ra.min() / 100:.3f}–{ra.max() / 100:.3f})" if len(ra) > 1 else '')
+                         + ('' if probe['passes'] else '; the data carry a global shortcut, so the CNNs may have learned it') + '.')
+    fmt = pd.DataFrame({f'seed {s}': [f'{v:.2f}' for v in pooled_auc[s]] for s in pooled_auc.columns}, index=pooled_auc.index)
+    if len(pooled_auc.columns) > 1:
+        fmt['mean ± sd'] = [fmt_pm(m, s) for m, s in zip(pooled_auc.mean(axis=1), pooled_auc.std(axis=1, ddof=1))]
+    lines += ['', to_markdown(fmt.rename_axis('Methods'), '**Pooled out-of-fold AUC (%) of each seed\'s runs.**')]
+    sd = pd.DataFrame({METRIC_NAMES[m]: [fmt_pm(v, np.nan) for v in t2[f'{m}_seed_sd']] for m in METRICS}, index=t2.index.rename('Methods'))
+    lines += [to_markdown(sd, '**Seed-to-seed standard deviation of each fold-averaged metric (percentage points).**'),
+              '**Run-to-run noise.** ' + noise_paragraph(noise), '']
+    return '\n'.join(lines)
+
 def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].json
                 allow_mixed:bool=False, # report runs with different settings together (caption warns)
                 n_boot:int=2000, # bootstrap replicates of the statistics
@@ -458,24 +585,39 @@ def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].js
                 seed:int=0, # seed of the bootstrap
                 dataset:str|None=None, # override the data set named in the caption
                ) -> dict:
-    "Table II (+ comparison with the paper), Fig. 4, statistics and manifest from the run records; return {name: path}."
+    "Table II (+ comparison with the paper), Fig. 4, statistics, evidence and manifest from the run records; return {name: path}."
+    import shutil, tempfile
     runs, pooled = load_runs(results_dir, allow_mixed)
-    out = Path(out_dir or results_dir)
+    out = Path(out_dir or results_dir); out.mkdir(parents=True, exist_ok=True)
     thr = {float(c.get('threshold', 0.5)) for c in runs.config}
     if len(thr) > 1: warnings.warn(f"runs use different thresholds {sorted(thr)}: the statistics use {min(thr)}")
-    t2 = table2(runs); cmp = compare_with_paper(t2); cap = table2_caption(runs, dataset)
-    paths = write_table2(t2, cmp, out, cap)
-    paths |= fig4(pooled, out, title=None)
-    st = stats_table(pooled, n_boot=n_boot, seed=seed, threshold=min(thr))
-    par = stats_paragraph(st)
-    paths['stats_csv'] = atomic_write_text(out / 'stats.csv', st.to_csv(float_format='%.6g'))
-    cols = {m: [fmt_ci(a, b, c) for a, b, c in zip(st[m], st[f'{m}_lo'], st[f'{m}_hi'])] for m in METRICS}
-    show = pd.DataFrame({METRIC_NAMES[m]: v for m, v in cols.items()}, index=st.index.rename('Methods'))
-    if 'delong_p' in st:
-        show['AUC p vs ResNet (Holm)'] = [('–' if np.isnan(p) else f'{p:.2g} ({q:.2g})') for p, q in zip(st.delong_p, st.delong_p_holm)]
-    paths['stats_md'] = atomic_write_text(out / 'stats.md', to_markdown(show, '**Pooled out-of-fold metrics (%) with 95% '
-                                          'patient-bootstrap CIs; DeLong p-value of the AUC against ResNet (Holm-adjusted).**')
-                                          + '\n' + par + '\n')
-    paths['stats_paragraph'] = atomic_write_text(out / 'stats_paragraph.md', par + '\n')
-    paths['manifest'] = write_manifest(runs, out)
-    return paths
+    probe_p = Path(results_dir) / PROBE_FILE
+    probe = json.loads(probe_p.read_text()) if probe_p.exists() else None
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix='.report-'))     # everything is built here, then published together
+    try:
+        t2 = table2(runs); pa = pooled_auc_by_seed(pooled); cmp = compare_with_paper(t2, pa)
+        cap = table2_caption(runs, dataset)
+        paths = write_table2(t2, cmp, tmp, cap)
+        paths |= fig4(pooled, tmp, title=None)
+        st = stats_table(pooled, n_boot=n_boot, seed=seed, threshold=min(thr))
+        par = stats_paragraph(st)
+        paths['stats_csv'] = atomic_write_text(tmp / 'stats.csv', st.to_csv(float_format='%.6g'))
+        cols = {m: [fmt_ci(a, b, c) for a, b, c in zip(st[m], st[f'{m}_lo'], st[f'{m}_hi'])] for m in METRICS}
+        show = pd.DataFrame({METRIC_NAMES[m]: v for m, v in cols.items()}, index=st.index.rename('Methods'))
+        if 'auc_p' in st:
+            show['AUC p vs ResNet, clustered (Holm)'] = [('–' if np.isnan(p) else f'{p:.2g} ({q:.2g})') for p, q in zip(st.auc_p, st.auc_p_holm)]
+            show['image-level DeLong p'] = [('–' if np.isnan(p) else f'{p:.2g}') for p in st.delong_p]
+        paths['stats_md'] = atomic_write_text(tmp / 'stats.md', to_markdown(show, '**Pooled out-of-fold metrics (%) with 95% '
+                                              'patient-bootstrap CIs; p-value of the AUC difference from ResNet by DeLong\'s test '
+                                              'clustered by patient (Obuchowski), Holm-adjusted; the image-level DeLong p for comparison.**')
+                                              + '\n' + par + '\n')
+        paths['stats_paragraph'] = atomic_write_text(tmp / 'stats_paragraph.md', par + '\n')
+        nz = seed_noise(t2)
+        paths['noise_csv'] = atomic_write_text(tmp / 'noise.csv', nz.to_csv(float_format='%.6g'))
+        paths['evidence_md'] = atomic_write_text(tmp / 'evidence.md', evidence_text(probe, pa, t2, nz))
+        paths['manifest'] = write_manifest(runs, tmp)
+        published = {}
+        for k, p in paths.items():
+            os.replace(p, out / Path(p).name); published[k] = out / Path(p).name
+        return published
+    finally: shutil.rmtree(tmp, ignore_errors=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from tqdm.auto import tqdm
 
-from .core import TsbnError, get_config, atomic_write_json
+from .core import TsbnError, get_config, atomic_write_json, hash_strings
 from .train import ALGORITHMS, record_path, run_name, comparable_config
 
 # %% auto #0
-__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'reproduce', 'run_report']
+__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'reproduce', 'write_probe', 'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -161,8 +161,9 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
     cfg = get_config(profile, **dict(overrides or {}))
     t0 = time.perf_counter()
     df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad)
-    get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
+    folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
     fp = df.attrs.get('fingerprint')
+    if report: write_probe(df, folds, out_dir, log=log)
     todo = specs if force else [s for s in specs if not is_done(s, fp)]
     log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run), "
         f"profile {profile}, data {data}, results in {out_dir}")
@@ -194,6 +195,24 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
     log(f"done in {summary['wall_s']:.0f} s")
     return summary
+
+def write_probe(df, folds, out_dir, log=print) -> dict:
+    "Run the shortcut probe (global image statistics only) on the sweep's data and folds; write shortcut_probe.json."
+    from tsbn_nb.phantom import global_features, shortcut_probe
+    from tsbn_nb.report import PROBE_FILE
+    p = Path(out_dir) / PROBE_FILE
+    key = dict(data_fingerprint=df.attrs.get('fingerprint'), folds=hash_strings(map(str, folds)))
+    if p.exists():
+        try:
+            old = json.loads(p.read_text())
+            if {k: old.get(k) for k in key} == key: return old            # same data, same folds: reuse
+        except (OSError, ValueError): pass
+    t0 = time.perf_counter()
+    res = shortcut_probe(global_features(df.path), df.label, folds) | key
+    atomic_write_json(p, res)
+    log(f"shortcut probe (global image statistics only): pooled AUC {res['auc']:.3f} "
+        f"({'no shortcut' if res['passes'] else 'A GLOBAL SHORTCUT PREDICTS THE LABEL'}; {time.perf_counter() - t0:.0f} s)")
+    return res
 
 def run_report(out_dir, allow_mixed:bool=False, n_boot:int=2000, log=print) -> str:
     "Execute the report notebook on `out_dir`; return the executed notebook's path."

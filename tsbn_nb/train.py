@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -24,7 +25,8 @@ from .pretext import gsim_target, context_restoration, simclr_views, nt_xent
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'save_checkpoint', 'load_checkpoint', 'predict', 'fit',
-           'run_name', 'record_path', 'comparable_config', 'run_fold']
+           'run_name', 'record_path', 'comparable_config', 'w_pos_for', 'validation_split', 'numerics_provenance',
+           'run_fold']
 
 # %% ../nbs/07_train.ipynb #f5f634b0
 def resolve_amp(amp:str, device:torch.device):
@@ -54,10 +56,12 @@ class Phase:
 # %% ../nbs/07_train.ipynb #d4d7966a
 class Trainer:
     "Builds the networks of `algorithm`, trains them phase by phase, and predicts with the downstream ResNet."
-    def __init__(self, algorithm:str, cfg:Config, fold:int=0, ckpt_dir=None, progress:bool|None=None):
+    def __init__(self, algorithm:str, cfg:Config, fold:int=0, ckpt_dir=None, progress:bool|None=None,
+                 w_pos:float|None=None):   # Eq. 3's weight; None: cfg.w_pos (run_fold passes the train_ratio value)
         if algorithm not in ALGORITHMS:
             raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
         self.algorithm, self.cfg, self.fold = algorithm, cfg, fold
+        self.w_pos = float(cfg.w_pos if w_pos is None else w_pos)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.progress = progress            # None: bars only on a terminal
         self.device = pick_device(cfg.device)
@@ -104,7 +108,7 @@ class Trainer:
 def _classify_step(t:Trainer, opt='finetune'):
     def step(x, y, g):
         with t.autocast(): logit = t.classifier(x)
-        bce = weighted_bce(logit.float(), y, t.cfg.w_pos)
+        bce = weighted_bce(logit.float(), y, t.w_pos)
         t.update(bce, opt)
         return {'bce': bce}
     return step
@@ -135,7 +139,7 @@ def _simclr_step(t:Trainer):
 def _multitask_step(t:Trainer):
     def step(x, y, g):
         with t.autocast(): restored, logit, _ = t.models['encdec'].forward_all(x)
-        bce = weighted_bce(logit.float(), y, t.cfg.w_pos)
+        bce = weighted_bce(logit.float(), y, t.w_pos)
         mse = restoration_mse(restored.float(), gsim_target(x, y, t.cfg.gsim_d))
         t.update(bce + t.cfg.mtl_weight * mse, 'multitask')
         return {'bce': bce, 'mse': mse}
@@ -156,7 +160,7 @@ def _tsbn_step(t:Trainer):
         with t.autocast():
             c = clf.features(x)
             logit = clf.head(c).reshape(-1)
-        loss_d, parts = ct.loss_d(logit.float(), y, e.float(), c.float(), alpha=t.cfg.alpha, w=t.cfg.w_pos)
+        loss_d, parts = ct.loss_d(logit.float(), y, e.float(), c.float(), alpha=t.cfg.alpha, w=t.w_pos)
         t.update(loss_d, 'downstream')
         return {'mse': mse, **parts}
     return step
@@ -300,7 +304,7 @@ def fit(self:Trainer, train_ds, val_ds=None, callbacks=()):
                 from tsbn_nb.metrics import binary_metrics
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore')
-                    m = binary_metrics(np.asarray(val_ds.labels), self.predict(val_ds), self.cfg.threshold)
+                    m = binary_metrics(np.asarray(val_ds.labels)[val_ds.indices], self.predict(val_ds), self.cfg.threshold)
                 rec.update({f'val_{k}': v for k, v in m.items()})
             self.history.append(rec)
             self.done = (pi, ep + 1) if ep + 1 < ph.epochs else (pi + 1, 0)
@@ -323,6 +327,40 @@ def record_path(out_dir, algorithm:str, fold:int, seed:int=0) -> Path:
 def comparable_config(cfg:dict) -> dict:
     "A config without the settings that change only the hardware used, not the result."
     return {k: v for k, v in cfg.items() if k not in _HW_KEYS}
+
+# %% ../nbs/07_train.ipynb #94e75ee6
+def w_pos_for(cfg:Config, train_labels) -> float:
+    "Eq. 3's malignant weight for a run: cfg.w_pos, or the benign/malignant ratio of its training labels ('train_ratio')."
+    if cfg.w_pos_rule == 'fixed': return float(cfg.w_pos)
+    y = np.asarray(train_labels).astype(int)
+    if not y.sum() or y.sum() == len(y):
+        raise TsbnError("w_pos_rule='train_ratio' needs both classes in the training images; use -p w_pos_rule fixed")
+    return float((len(y) - y.sum()) / y.sum())
+
+def validation_split(patients, # patient id per training image
+                     labels, # 0/1 per training image
+                     fraction:float, # share of the training patients that go to validation
+                     seed:int, # seed of the draw
+                    ) -> np.ndarray:
+    "Bool mask of the training images held out for validation: whole patients, stratified by 'has a malignant image'."
+    pats, y = np.asarray(patients).astype(str), np.asarray(labels).astype(int)
+    per = pd.Series(y).groupby(pats).max()                  # a woman is 'malignant' if any of her images is
+    rng, chosen = np.random.default_rng(seed), []
+    for cls in (0, 1):
+        ids = np.sort(per.index[per.to_numpy() == cls].to_numpy())
+        if len(ids): chosen += list(rng.permutation(ids)[:max(1, int(round(fraction * len(ids))))])
+    return np.isin(pats, chosen)
+
+def numerics_provenance(device) -> dict:
+    "What changes floating-point results between machines: CPU kernels, library versions, threads, determinism."
+    cpu = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, 'cpu') else 'unknown'
+    import re
+    found = re.search(r'(?:oneDNN|MKL-DNN) (v[\d.]+)', torch.__config__.show())   # the build's oneDNN, e.g. v3.12.0
+    return dict(cpu_capability=cpu, torch=torch.__version__, onednn=found.group(1) if found else 'unknown',
+                cudnn=str(torch.backends.cudnn.version()) if device.type == 'cuda' else None,
+                cuda=torch.version.cuda if device.type == 'cuda' else None, numpy=np.__version__,
+                threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled(),
+                machine=platform.machine(), processor=platform.processor() or 'unknown')
 
 # %% ../nbs/07_train.ipynb #bb7ca57b
 def run_fold(algorithm:str,          # one of ALGORITHMS
@@ -353,17 +391,17 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
     train_idx, test_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     val_ds = None
     if cfg.val_fraction > 0:
-        rng = np.random.default_rng(_seed_of(cfg.seed, fold, 7))
-        pats = df['patient_id'].to_numpy()[train_idx]
-        up = rng.permutation(np.unique(pats)); nv = max(1, int(round(cfg.val_fraction * len(up))))
-        is_val = np.isin(pats, up[:nv])
+        is_val = validation_split(df['patient_id'].to_numpy()[train_idx], labels[train_idx], cfg.val_fraction,
+                                  _seed_of(cfg.seed, fold, 7))
         val_ds = MammoDataset(images, labels, indices=train_idx[is_val], augment=False, seed=cfg.seed)
         train_idx = train_idx[~is_val]
+    w_pos = w_pos_for(cfg, labels[train_idx])
     train_ds = MammoDataset(images, labels, indices=train_idx, augment=cfg.augment, seed=cfg.seed)
     test_ds = MammoDataset(images, labels, indices=test_idx, augment=False, seed=cfg.seed)
     rec_path = record_path(out_dir, algorithm, fold, seed)
     ckpt_dir = rec_path.with_suffix('.ckpt')
-    trainer = Trainer(algorithm, cfg, fold=fold, ckpt_dir=ckpt_dir if cfg.checkpoint_every else None, progress=progress)
+    trainer = Trainer(algorithm, cfg, fold=fold, ckpt_dir=ckpt_dir if cfg.checkpoint_every else None, progress=progress,
+                      w_pos=w_pos)
     trainer.fit(train_ds, val_ds)
     prob = trainer.predict(test_ds)
     y = labels[test_idx].astype(int)
@@ -377,12 +415,13 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
         'algorithm': algorithm, 'fold': fold, 'seed': cfg.seed, 'profile': profile, 'dataset': dataset,
         'config': cfg.to_dict(), 'predictions': preds,
         'metrics': binary_metrics(y, prob, cfg.threshold),
-        'history': trainer.history, 'weights': trainer.weights_source,
+        'history': trainer.history, 'weights': trainer.weights_source, 'w_pos_used': w_pos,
         'n_train': int(len(train_idx)), 'n_val': int(len(val_ds) if val_ds is not None else 0), 'n_test': int(len(test_idx)),
         'provenance': {'version': tsbn_nb.__version__, 'git_commit': git_commit(Path(tsbn_nb.__file__).parent),
                        'data': str(data), 'data_fingerprint': df.attrs.get('fingerprint', 'unknown'),
                        'device': _device_name(trainer.device), 'torch': torch.__version__,
                        'python': platform.python_version(), 'host': platform.node(),
+                       'numerics': numerics_provenance(trainer.device),
                        'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                        'wall_time_s': round(time.perf_counter() - t_start, 2)},
     }
