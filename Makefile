@@ -8,6 +8,10 @@ STAMP := $(VENV)/.tsbn-installed
 PROFILE ?= demo
 DATA ?= data/phantom
 WORKERS ?= 2
+# `make reproduce` trains afresh into RERUN (never into the committed reference), then verifies against REFERENCE.
+SEEDS ?= 0
+RERUN ?= results/rerun/$(PROFILE)
+REFERENCE ?= results/$(PROFILE)
 # Exact builds used for the committed results; settings.ini keeps looser ranges for other CUDA set-ups.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
@@ -23,14 +27,14 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-# The built-in synthetic INbreast-like dataset (deterministic: same seed, same bytes).
-$(DATA)/INbreast.csv: | $(STAMP)
-	$(BIN)/tsbn phantom $(DATA)
+# The built-in synthetic INbreast-like dataset (deterministic: same seed, same bytes). Checked on every call:
+# a no-op when the folder holds this phantom, rewritten when it holds an older generator's.
+phantom: $(STAMP)
+	$(BIN)/tsbn phantom $(DATA) --overwrite
 
-phantom: $(DATA)/INbreast.csv
-
-reproduce: $(STAMP) $(DATA)/INbreast.csv
-	$(BIN)/tsbn reproduce --data $(DATA) --profile $(PROFILE) --workers $(WORKERS)
+reproduce: $(STAMP) phantom
+	$(BIN)/tsbn reproduce --data $(DATA) --profile $(PROFILE) --workers $(WORKERS) --seeds $(SEEDS) \
+	  --out $(RERUN) --verify $(REFERENCE)
 
 export: $(STAMP)
 	$(BIN)/nbdev_export

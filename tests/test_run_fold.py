@@ -43,3 +43,39 @@ def test_cpu_runs_are_deterministic(phantom, tmp_path):
     b = run_fold('tsbn-u', 0, profile='smoke', data=phantom, out_dir=tmp_path / 'b', progress=False, epochs=2)
     assert [r['prob'] for r in a['predictions']] == [r['prob'] for r in b['predictions']]
     assert a['history'][-1]['ct'] == b['history'][-1]['ct']
+
+
+def test_guards_before_and_after_training(phantom, tmp_path):
+    "Issue 11: leftovers of a killed process, records of other settings, locks, unwritable output, bad settings."
+    import os, time
+    from tsbn_nb.core import TsbnError
+    from tsbn_nb.train import RunLock, record_path
+    out = tmp_path / 'res'
+    rec_p = record_path(out, 'resnet', 0)
+    # a checkpoint temp file left by `kill -9` during a write: the run finishes and cleans it up
+    (rec_p.with_suffix('.ckpt')).mkdir(parents=True)
+    (rec_p.with_suffix('.ckpt') / '.last.pt.x1y2.tmp').write_bytes(b'partial')
+    rec = run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=out, progress=False)
+    assert rec_p.exists() and not rec_p.with_suffix('.ckpt').exists()
+    # a finished record of other settings is not replaced without force, and the refusal comes before training
+    t0 = time.perf_counter()
+    with pytest.raises(TsbnError, match=r'other settings \(epochs\).*force=True'):
+        run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=out, progress=False, epochs=2)
+    assert time.perf_counter() - t0 < 5
+    rec2 = run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=out, progress=False, epochs=2, force=True)
+    assert rec2['config']['epochs'] == 2 and json.loads(rec_p.read_text())['config']['epochs'] == 2
+    # two processes on the same run: the second stops at once, naming the holder
+    with RunLock(rec_p.with_suffix('.lock')):
+        with pytest.raises(TsbnError, match='being trained by pid'):
+            run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=out, progress=False, epochs=2)
+    # an unwritable output folder is found before training
+    if os.geteuid() != 0:
+        ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
+        with pytest.raises(TsbnError, match='cannot write'):
+            run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=ro, progress=False)
+    with pytest.raises(TsbnError, match='cannot write'):
+        run_fold('resnet', 0, profile='smoke', data=phantom, out_dir='/proc/tsbn-results', progress=False)
+    for bad, msg in [({'epochs': 0}, 'epochs=0 is out of range'), ({'lr': -1}, 'lr=-1.0 is out of range'),
+                     ({'epochs': 2.7}, 'give an integer'), ({'threshold': 2}, 'threshold=2.0 is out of range')]:
+        with pytest.raises(TsbnError, match=msg):
+            run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=tmp_path / 'x', progress=False, **bad)

@@ -18,6 +18,17 @@ def _overrides(pairs) -> dict:
     if out: get_config('smoke', **out)     # unknown keys and bad values fail here, with the valid names
     return out
 
+def _positive_int(s:str) -> int:
+    "argparse type: an integer >= 1."
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if v < 1: raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
+    return v
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    "Print warnings as one 'tsbn: warning:' line (no source file, line number or code)."
+    print(f'tsbn: warning: {message}', file=sys.stderr if file is None else file)
+
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `tsbn`."
     from tsbn_nb.train import ALGORITHMS
@@ -57,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument('--algorithm', required=True, choices=ALGORITHMS)
     ru.add_argument('--fold', type=int, required=True)
     ru.add_argument('--seed', type=int, default=0)
+    ru.add_argument('--force', action='store_true', help='replace a finished record made with other settings')
 
     rp = sub.add_parser('reproduce', help='sweep algorithms x folds x seeds with papermill, then Table II + Fig. 4')
     common(rp)
@@ -68,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument('--force', action='store_true', help='rerun runs whose records exist')
     rp.add_argument('--no-report', action='store_true')
     rp.add_argument('--n-boot', type=int, default=2000, help='bootstrap replicates of the report')
+    rp.add_argument('--verify', default=None, metavar='REFERENCE_DIR',
+                    help='after the report, compare the runs with a reference results folder (e.g. results/demo)')
+
+    ve = sub.add_parser('verify', help='compare the runs of a results folder with a reference: identical, consistent or outside')
+    ve.add_argument('run_dir', help='results folder of the rerun')
+    ve.add_argument('reference_dir', help='results folder of the reference (several seeds give its spread)')
 
     re_ = sub.add_parser('report', help='Table II, Fig. 4 and statistics from existing run records')
     re_.add_argument('results_dir')
@@ -97,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help='the class whose evidence the heat maps show (default: malignant)')
     pr.add_argument('--threshold', type=float, default=None, help="decision threshold (default: the model's)")
     pr.add_argument('--device', default='cpu', help='cpu | auto | cuda | cuda:N')
-    pr.add_argument('--batch-size', type=int, default=8)
+    pr.add_argument('--batch-size', type=_positive_int, default=8, help='images per forward pass (default 8)')
     return p
 
 # %% ../nbs/11_cli.ipynb #898d7f7c
@@ -114,8 +132,8 @@ def _dispatch(a) -> int:
     elif a.cmd == 'run':
         from tsbn_nb.train import run_fold
         ov = _overrides(a.params)
-        rec = run_fold(a.algorithm, a.fold, profile=a.profile, data=a.data, out_dir=a.out or f'results/{a.profile}',
-                       seed=a.seed, kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, **ov)
+        rec = run_fold(a.algorithm, a.fold, profile=a.profile, data=a.data, out_dir=a.out, seed=a.seed, kind=a.kind,
+                       cache_dir=a.cache_dir, skip_bad=a.skip_bad, force=a.force, **ov)
         m = rec['metrics']
         print(f"{a.algorithm} fold {a.fold}: " + ', '.join(f'{k} {v:.3f}' for k, v in m.items()))
     elif a.cmd == 'reproduce':
@@ -123,7 +141,11 @@ def _dispatch(a) -> int:
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,
                       workers=a.workers, scheduler=a.scheduler, overrides=_overrides(a.params), force=a.force,
                       kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, report=not a.no_report, n_boot=a.n_boot)
-        return 1 if s['failed'] or s['missing'] else 0
+        if s['failed'] or s['missing']: return 1
+        if a.verify: return _verify(s['out_dir'], a.verify)
+        return 0
+    elif a.cmd == 'verify':
+        return _verify(a.run_dir, a.reference_dir)
     elif a.cmd == 'report':
         from tsbn_nb.sweep import run_report
         run_report(a.results_dir, allow_mixed=a.allow_mixed, n_boot=a.n_boot)
@@ -135,6 +157,15 @@ def _dispatch(a) -> int:
     elif a.cmd == 'predict':
         return _predict(a)
     return 0
+
+def _verify(run_dir, reference_dir) -> int:
+    "`tsbn verify`: print the verdict; 0 when the rerun is identical to or consistent with the reference, else 1."
+    from tsbn_nb.verify import verify
+    if Path(run_dir).resolve() == Path(reference_dir).resolve():
+        raise TsbnError(f"{run_dir} is the reference itself: rerun into another folder, then verify against it")
+    v = verify(run_dir, reference_dir)
+    print(v['text'])
+    return 0 if v['verdict'] in ('identical', 'consistent') else 1
 
 def _predict(a) -> int:
     "`tsbn predict`: print the table, write the CSV, list the files that failed; 1 when some failed."
@@ -163,6 +194,8 @@ def _predict(a) -> int:
 def main(argv=None) -> int:
     "Entry point of the `tsbn` console script."
     a = build_parser().parse_args(argv)
+    show = warnings.showwarning
+    if not a.debug: warnings.showwarning = _one_line_warning
     try: return _dispatch(a)
     except TsbnError as e:
         if a.debug: raise
@@ -170,3 +203,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print('tsbn: interrupted; finished runs are kept, rerun the same command to continue', file=sys.stderr)
         return 130
+    finally: warnings.showwarning = show
+
+if __name__ == '__main__' and 'get_ipython' not in globals(): sys.exit(main())   # python -m tsbn_nb.cli (not in a notebook)

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'TsbnError', 'Config', 'get_config', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'seed_everything', 'pick_device', 'git_commit', 'hash_strings']
+__all__ = ['PROFILES', 'RANGES', 'TsbnError', 'Config', 'get_config', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings', 'project_dir',
+           'default_data_dir', 'default_results_dir']
 
 # %% ../nbs/00_core.ipynb #8aadbeab
 class TsbnError(Exception):
@@ -99,12 +100,39 @@ def _convert(name, typ, value):
         if s in ('0', 'false', 'no', 'off'): return False
         raise TsbnError(f"{name}={value!r} is not a boolean: use true or false")
     conv = {'int': int, 'float': float, 'str': str}.get(typ if isinstance(typ, str) else typ.__name__, None)
+    what = {int: 'an integer, e.g. 5', float: 'a number, e.g. 0.5', str: 'a text value'}.get(conv, str(typ))
     try:
-        if conv is int and isinstance(value, float) and not value.is_integer(): raise ValueError
-        out = conv(float(value)) if conv is int and isinstance(value, str) and '.' in value else conv(value)
-    except (TypeError, ValueError):
-        raise TsbnError(f"{name}={value!r} is not a valid {typ}: give a {typ} value") from None
-    return out
+        if conv is int:
+            if isinstance(value, bool): raise ValueError
+            f = float(value)
+            if not f.is_integer(): raise ValueError          # 2.7 epochs is an error, not 2
+            return int(f)
+        if conv is float and isinstance(value, bool): raise ValueError
+        return conv(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TsbnError(f"{name}={value!r} is not valid: give {what}") from None
+
+# Ranges of the numeric settings: (low, high, low inclusive, high inclusive); None = unbounded.
+RANGES = dict(height=(1, None, True, None), width=(1, None, True, None), n_folds=(2, None, True, None),
+              val_fraction=(0, 1, True, False), unet_base=(1, None, True, None), unet_depth=(1, None, True, None),
+              rdn_G0=(1, None, True, None), rdn_D=(1, None, True, None), rdn_C=(1, None, True, None),
+              rdn_G=(1, None, True, None), decoder_base=(1, None, True, None), proj_dim=(1, None, True, None),
+              proj_hidden=(1, None, True, None), gsim_d=(0, 1, True, True), alpha=(0, None, True, None),
+              w_pos=(0, None, False, None), temperature=(0, None, False, None), cr_patch=(0, 0.5, False, True),
+              cr_swaps=(0, None, True, None), mtl_weight=(0, None, True, None), lr=(0, None, False, None),
+              weight_decay=(0, None, True, None), batch_size=(1, None, True, None), epochs=(1, None, True, None),
+              pretext_epochs=(1, None, True, None), threshold=(0, 1, False, False), num_workers=(-1, None, True, None),
+              seed=(0, None, True, None), fold_seed=(0, None, True, None), checkpoint_every=(0, None, True, None))
+
+def _check_range(name, v):
+    "Raise a TsbnError when setting `name`'s value `v` is outside `RANGES` (NaN is always outside)."
+    if name not in RANGES: return
+    lo, hi, li, hi_in = RANGES[name]
+    ok = v == v and (lo is None or (v >= lo if li else v > lo)) and (hi is None or (v <= hi if hi_in else v < hi))
+    if not ok:
+        lo_s = '' if lo is None else f"{'≥' if li else '>'} {lo}"
+        hi_s = '' if hi is None else f"{'≤' if hi_in else '<'} {hi}"
+        raise TsbnError(f"{name}={v!r} is out of range: it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
 
 def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke'
                **overrides) -> Config:
@@ -121,10 +149,7 @@ def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke'
     for k, allowed in _CHOICES.items():
         if getattr(cfg, k) not in allowed:
             raise TsbnError(f"{k}={getattr(cfg, k)!r} is not one of {', '.join(allowed)}")
-    for k in ('height', 'width', 'batch_size', 'n_folds'):
-        if getattr(cfg, k) < 1: raise TsbnError(f"{k} must be a positive integer, got {getattr(cfg, k)}")
-    if cfg.n_folds < 2: raise TsbnError(f"n_folds must be at least 2, got {cfg.n_folds}")
-    if not 0 <= cfg.val_fraction < 1: raise TsbnError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    for k in RANGES: _check_range(k, getattr(cfg, k))
     return cfg
 
 # %% ../nbs/00_core.ipynb #920e6d78
@@ -193,3 +218,19 @@ def hash_strings(items) -> str:
     h = hashlib.sha256()
     for s in items: h.update(str(s).encode('utf-8')); h.update(b'\0')
     return h.hexdigest()[:16]
+
+# %% ../nbs/00_core.ipynb #53650f24
+def project_dir() -> Path:
+    "Home of default data and results: the source checkout holding this package, else $TSBN_HOME (default ~/tsbn)."
+    import tsbn_nb
+    root = Path(tsbn_nb.__file__).resolve().parent.parent
+    if (root / 'settings.ini').is_file() and (root / 'nbs').is_dir(): return root
+    return Path(os.environ.get('TSBN_HOME', '~/tsbn')).expanduser()
+
+def default_data_dir() -> Path:
+    "The built-in synthetic dataset's default folder (`tsbn phantom` writes it; `make reproduce` too)."
+    return project_dir() / 'data' / 'phantom'
+
+def default_results_dir(profile:str) -> Path:
+    "Default results folder of a profile: <project>/results/<profile>, whatever the working directory."
+    return project_dir() / 'results' / str(profile)

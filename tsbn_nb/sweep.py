@@ -4,17 +4,17 @@
 
 # %% ../nbs/10_sweep.ipynb #217815cb
 from __future__ import annotations
-import json, os, subprocess, sys, tempfile, time
+import json, os, signal, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from tqdm.auto import tqdm
 
 from .core import TsbnError, get_config, atomic_write_json, hash_strings
-from .train import ALGORITHMS, record_path, run_name, comparable_config
+from .train import ALGORITHMS, record_path, run_name, comparable_config, record_conflict, RunLock
 
 # %% auto #0
-__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'reproduce', 'write_probe', 'run_report']
+__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_running', 'reproduce', 'write_probe', 'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -40,6 +40,7 @@ class RunSpec:
     cache_dir: str | None = None
     skip_bad: bool = False
     overrides: dict = field(default_factory=dict)
+    force: bool = False
 
     @property
     def name(self) -> str: return f'{self.algorithm}/{run_name(self.fold, self.seed)}'
@@ -51,7 +52,7 @@ class RunSpec:
     def parameters(self) -> dict:
         return dict(algorithm=self.algorithm, fold=self.fold, seed=self.seed, profile=self.profile, data=self.data,
                     out_dir=self.out_dir, kind=self.kind, cache_dir=self.cache_dir or '', skip_bad=self.skip_bad,
-                    overrides=dict(self.overrides))
+                    force=self.force, overrides=dict(self.overrides))
 
 # %% ../nbs/10_sweep.ipynb #e84ab408
 def is_done(spec:RunSpec, fingerprint:str|None=None) -> bool:
@@ -91,19 +92,54 @@ def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
         json.dump(spec.parameters(), f); params = f.name           # JSON is valid YAML
     t0 = time.perf_counter()
+    out = {'name': spec.name, 'ok': False, 'wall_s': 0.0, 'notebook': str(spec.notebook), 'error': None, 'auc': None,
+           'interrupted': False, 'skipped': False}
+    if _STOP.is_set():
+        os.unlink(params); return out | {'error': 'not started (interrupted)', 'skipped': True}
+    try:
+        with RunLock(spec.record.with_suffix('.lock')): pass       # trained by another sweep right now? then skip it
+    except TsbnError as e:
+        os.unlink(params); return out | {'error': str(e), 'skipped': True}
     try:
         cmd = [sys.executable, '-m', 'papermill', str(nb), str(spec.notebook), '-f', params,
                '-k', 'python3', '--no-progress-bar', '--cwd', str(nb.parent)]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        ok = r.returncode == 0 and spec.record.exists()
-        err = None if ok else _last_error(r.stderr) or f'papermill exited with {r.returncode}'
-    except subprocess.TimeoutExpired:
-        ok, err = False, f'timed out after {timeout} s'
+        # its own session: Ctrl-C reaches the sweep, which stops papermill and its kernel (see `stop_running`)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        with _LOCK: _RUNNING.add(proc)
+        try: _, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc); proc.communicate(); stderr = f'TimeoutError: timed out after {timeout} s'
+        finally:
+            with _LOCK: _RUNNING.discard(proc)
+        ok = proc.returncode == 0 and spec.record.exists()
+        err = None if ok else _last_error(stderr) or f'papermill exited with {proc.returncode}'
+        if not ok and _STOP.is_set(): out['interrupted'], err = True, 'interrupted (its checkpoint is kept for the rerun)'
     finally: os.unlink(params)
-    out = {'name': spec.name, 'ok': ok, 'wall_s': round(time.perf_counter() - t0, 1),
-           'notebook': str(spec.notebook), 'error': err, 'auc': None}
+    out |= {'ok': ok, 'wall_s': round(time.perf_counter() - t0, 1), 'error': err}
     if ok: out['auc'] = json.loads(spec.record.read_text())['metrics'].get('auc')
     return out
+
+_STOP, _LOCK, _RUNNING = threading.Event(), threading.Lock(), set()   # sweep-wide stop flag and live papermills
+
+def _kill_tree(proc, grace:float=5.0):
+    "Terminate `proc` and every process below it (the kernel runs in its own session), SIGKILL after `grace` s."
+    import psutil
+    try: procs = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess: return
+    for q in procs:
+        try: q.terminate()
+        except psutil.NoSuchProcess: pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for q in alive:
+        try: q.kill()
+        except psutil.NoSuchProcess: pass
+
+def stop_running():
+    "Stop the sweep: no new run starts, and every running papermill and kernel is terminated (checkpoints stay)."
+    _STOP.set()
+    with _LOCK: procs = list(_RUNNING)
+    for p in procs: threading.Thread(target=_kill_tree, args=(p,), daemon=True).start()
 
 def _last_error(stderr:str) -> str:
     "The most useful line of papermill's stderr (the exception of the failing cell)."
@@ -141,7 +177,10 @@ def _run_local(todo, workers, on_done):
 def _run_dask(todo, scheduler, needs_gpu, on_done):
     try: from distributed import Client, as_completed as dask_completed
     except ImportError: raise TsbnError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
-    client = scheduler if hasattr(scheduler, 'submit') else Client(scheduler)
+    try: client = scheduler if hasattr(scheduler, 'submit') else Client(scheduler, timeout='10s')
+    except (OSError, TimeoutError) as e:
+        raise TsbnError(f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(e).__name__}): start it "
+                        "(dask scheduler) or check the address") from None
     try:
         res = {'GPU': 1} if needs_gpu else None
         futs = [client.submit(execute_run, s, resources=res, pure=False, key=f'tsbn-{s.name}-{time.time_ns()}')
@@ -156,32 +195,56 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
               skip_bad:bool=False, report:bool=True, n_boot:int=2000, log=print) -> dict:
     "Run every missing (algorithm, fold, seed) with papermill, then the report; return a summary dict."
     from tsbn_nb.datasets import prepare_data, get_folds
-    out_dir = Path(out_dir or Path('results') / profile).resolve()
+    from tsbn_nb.core import default_results_dir
+    out_dir = Path(out_dir or default_results_dir(profile)).resolve()
     specs = plan(profile, data, out_dir, algorithms, folds, seeds, overrides, kind, cache_dir, skip_bad)
     cfg = get_config(profile, **dict(overrides or {}))
+    clash = {s.name: d for s in specs if s.record.exists() and (d := record_conflict(s.record, get_config(profile, seed=s.seed, **dict(overrides or {}))))}
+    if clash and not force:
+        keys = sorted({k for d in clash.values() for k in d})
+        raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
+                        f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
+    for s in specs: s.force = force
     t0 = time.perf_counter()
     df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
     fp = df.attrs.get('fingerprint')
     if report: write_probe(df, folds, out_dir, log=log)
     todo = specs if force else [s for s in specs if not is_done(s, fp)]
-    log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run), "
-        f"profile {profile}, data {data}, results in {out_dir}")
+    stale = sum(s.record.exists() for s in todo) if not force else 0
+    log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
+        + (f", {stale} of them stale: their data changed" if stale else '') + f"), profile {profile}, data {data}, results in {out_dir}")
     results, t_runs = [], time.perf_counter()
     bar = tqdm(total=len(todo), desc='runs', unit='run', disable=None if sys.stderr.isatty() else True)
     def on_done(r):
         results.append(r); bar.update(1)
-        msg = (f"AUC {r['auc']:.3f}" if r['auc'] is not None else 'AUC n/a') if r['ok'] else f"FAILED: {r['error']}"
+        msg = ((f"AUC {r['auc']:.3f}" if r['auc'] is not None else 'AUC n/a') if r['ok'] else
+               f"skipped: {r['error']}" if r.get('skipped') else f"FAILED: {r['error']}")
         left = len(todo) - len(results)
         eta = (time.perf_counter() - t_runs) / len(results) * left
         line = f"[{len(results)}/{len(todo)}] {r['name']}: {msg} ({r['wall_s']:.1f} s)" + (f", about {_fmt_s(eta)} left" if left else '')
         if not r['ok']: line += f"\n    see {r['notebook']}"
         (bar.write if not bar.disable else log)(line)
-    if todo:
-        if scheduler: _run_dask(todo, scheduler, cfg.device != 'cpu' and profile == 'paper', on_done)
-        else: _run_local(todo, max(1, int(workers)), on_done)
+    _STOP.clear()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():      # Ctrl-C / SIGTERM stop the whole sweep quickly
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda *_: stop_running())
+    try:
+        if todo:
+            if scheduler: _run_dask(todo, scheduler, cfg.device != 'cpu' and profile == 'paper', on_done)
+            else: _run_local(todo, max(1, int(workers)), on_done)
+    finally:
+        for sig, h in handlers.items(): signal.signal(sig, h)
     bar.close()
-    failed = [r for r in results if not r['ok']]
+    if _STOP.is_set():
+        done = [r['name'] for r in results if r['ok']]
+        cut = [r['name'] for r in results if r.get('interrupted')]
+        log(f"interrupted: {len(done)} run(s) finished and kept, {len(cut)} stopped while training "
+            f"({', '.join(cut) or 'none'}; their checkpoints are kept), {len(todo) - len(done) - len(cut)} not started. "
+            "Rerun the same command to resume.")
+        raise KeyboardInterrupt
+    failed = [r for r in results if not r['ok'] and not r.get('skipped')]
     summary = {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed,
                'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
     missing = [s.name for s in specs if not s.record.exists()]
@@ -219,14 +282,25 @@ def run_report(out_dir, allow_mixed:bool=False, n_boot:int=2000, log=print) -> s
     nb = find_notebook('table2_fig4.ipynb')
     out_dir = Path(out_dir).resolve()          # papermill runs in nbs/experiments: paths must be absolute
     out_nb = out_dir / 'table2_fig4.ipynb'
+    with RunLock(out_dir / '.report.lock'):              # two reports never write one folder at once
+        return _run_report(nb, out_dir, out_nb, allow_mixed, n_boot, log)
+
+def _run_report(nb, out_dir, out_nb, allow_mixed, n_boot, log) -> str:
+    from tsbn_nb.report import load_runs
+    if int(n_boot) < 1: raise TsbnError(f"n_boot={n_boot}: need at least 1 bootstrap replicate (2000 is usual)")
+    load_runs(out_dir, allow_mixed)          # refusals (mixed settings, broken records) come here, whole, in this process
+    tmp_nb = out_dir / f'.table2_fig4.{os.getpid()}.ipynb'     # the previous report stays until this one succeeds
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
         json.dump(dict(results_dir=str(out_dir), allow_mixed=allow_mixed, n_boot=n_boot), f); params = f.name
     try:
-        r = subprocess.run([sys.executable, '-m', 'papermill', str(nb), str(out_nb), '-f', params, '-k', 'python3',
+        r = subprocess.run([sys.executable, '-m', 'papermill', str(nb), str(tmp_nb), '-f', params, '-k', 'python3',
                             '--no-progress-bar', '--cwd', str(nb.parent)], capture_output=True, text=True)
     finally: os.unlink(params)
     if r.returncode:
-        raise TsbnError(f"the report failed ({_last_error(r.stderr)}); see {out_nb}")
+        failed = out_dir / 'table2_fig4.failed.ipynb'
+        if tmp_nb.exists(): os.replace(tmp_nb, failed)
+        raise TsbnError(f"the report failed ({_last_error(r.stderr)}); the previous report is unchanged; see {failed}")
+    os.replace(tmp_nb, out_nb)
     log(f"Table II: {Path(out_dir) / 'table2.md'} (.csv, .tex)\nFig. 4:   {Path(out_dir) / 'fig4.png'} (.pdf)\n"
         f"report:   {out_nb}")
     return str(out_nb)

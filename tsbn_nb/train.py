@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #20c4f3be
 from __future__ import annotations
-import io, math, os, sys, time, platform, datetime, warnings
+import io, json, math, os, sys, time, platform, datetime, warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from .pretext import gsim_target, context_restoration, simclr_views, nt_xent
 # %% auto #0
 __all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'save_checkpoint', 'load_checkpoint', 'predict', 'fit',
            'run_name', 'record_path', 'comparable_config', 'w_pos_for', 'validation_split', 'numerics_provenance',
-           'run_fold']
+           'RunLock', 'check_output_dir', 'record_conflict', 'run_fold']
 
 # %% ../nbs/07_train.ipynb #f5f634b0
 def resolve_amp(amp:str, device:torch.device):
@@ -231,10 +231,16 @@ def load_checkpoint(self:Trainer) -> bool:
         raise TsbnError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); delete it to start the run afresh") from None
     mine = {k: v for k, v in self.cfg.to_dict().items() if k not in _HW_KEYS}
     theirs = {k: v for k, v in state['config'].items() if k not in _HW_KEYS}
-    if state['algorithm'] != self.algorithm or state['fold'] != self.fold or mine != theirs:
+    if state['algorithm'] != self.algorithm or state['fold'] != self.fold:
+        raise TsbnError(f"checkpoint {p} belongs to another run (algorithm {state['algorithm']}, fold {state['fold']}): "
+                        "files were moved; delete it or use another output folder")
+    if mine != theirs:          # e.g. the advised rerun with a lower lr after a NaN: set the old state aside, start afresh
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise TsbnError(f"checkpoint {p} belongs to another run (algorithm {state['algorithm']}, fold {state['fold']}"
-                        f"{', settings ' + ', '.join(diff) if diff else ''} differ); delete it or use another output folder")
+        aside = p.with_name('last.other-settings.pt')
+        os.replace(p, aside)
+        warnings.warn(f"checkpoint {p} was made with other settings ({', '.join(diff)}): moved to {aside.name}, "
+                      "this run starts afresh")
+        return False
     for k, m in self.models.items(): m.load_state_dict(state['models'][k])
     for k, o in self.opts.items(): o.load_state_dict(state['opts'][k])
     self.scaler.load_state_dict(state['scaler'])
@@ -264,7 +270,9 @@ def _num_workers(cfg, device):
 def _finite_or_raise(t, logs, phase, epoch, step):
     for k, v in logs.items():
         if not math.isfinite(v):
-            where = f" The last good checkpoint is kept in {t.ckpt_dir}." if t.ckpt_dir else ''
+            ck = t.ckpt_dir / 'last.pt' if t.ckpt_dir else None
+            where = (f" The checkpoint of the last good epoch is kept in {ck}; a rerun with other settings starts afresh."
+                     if ck is not None and ck.exists() else " No epoch finished, so there is no checkpoint.")
             raise TsbnError(f"{t.algorithm} fold {t.fold}: loss '{k}' became {v} in phase {phase.name}, "
                             f"epoch {epoch + 1}, step {step + 1}.{where} Lower the learning rate (lr) or check the data.")
 
@@ -362,28 +370,94 @@ def numerics_provenance(device) -> dict:
                 threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled(),
                 machine=platform.machine(), processor=platform.processor() or 'unknown')
 
+# %% ../nbs/07_train.ipynb #bafc6aec
+class RunLock:
+    "An exclusive, non-blocking lock on `path` (fcntl.flock) held by this process; released on exit or death."
+    def __init__(self, path): self.path, self.fd = Path(path), None
+    def __enter__(self):
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'another process'
+            os.close(fd)
+            raise TsbnError(f"{self.path.with_suffix('').name} is being trained by {holder} (lock {self.path}); "
+                            "wait for it to finish, or use another output folder") from None
+        os.ftruncate(fd, 0); os.pwrite(fd, f'pid {os.getpid()} on {platform.node()}'.encode(), 0)
+        self.fd = fd; return self
+    def __exit__(self, *exc):
+        os.close(self.fd); self.fd = None
+        try: self.path.unlink()
+        except OSError: pass
+
+def check_output_dir(folder, # where a run or report writes
+                     need_bytes:int=0, # what it will write at most
+                    ) -> Path:
+    "Raise a TsbnError now (before any training) if `folder` cannot be created, written, or lacks `need_bytes` free."
+    import shutil, tempfile
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.write-test-'); os.close(fd); os.unlink(tmp)
+    except OSError as e:
+        raise TsbnError(f"cannot write to {folder} ({e.strerror or e}): choose a writable output folder (--out)") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise TsbnError(f"{folder} has {free / 2**20:.0f} MiB free but this run writes up to {need_bytes / 2**20:.0f} MiB: "
+                        "free some space or choose another output folder (--out)")
+    return folder
+
+def record_conflict(rec_path, # an existing run record
+                    cfg:Config # the settings of the run about to replace it
+                   ) -> list[str]:
+    "Names of the settings (hardware keys aside) in which the record at `rec_path` differs from `cfg`; [] if none or unreadable."
+    try: old = json.loads(Path(rec_path).read_text()).get('config', {})
+    except (OSError, ValueError): return []
+    a, b = comparable_config(old), comparable_config(cfg.to_dict())
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
 # %% ../nbs/07_train.ipynb #bb7ca57b
 def run_fold(algorithm:str,          # one of ALGORITHMS
              fold:int,               # held-out fold, 0..n_folds-1
              profile:str='demo',     # paper | demo | smoke
-             data='data/phantom',    # INbreast folder, phantom folder or manifest CSV
-             out_dir='results/demo', # records go to out_dir/runs/<algorithm>/
+             data=None,              # INbreast folder, phantom folder or manifest CSV (None: the built-in phantom)
+             out_dir=None,           # records go to out_dir/runs/<algorithm>/ (None: <project>/results/<profile>)
              seed:int=0,             # seed of the run (folds are fixed by fold_seed, not by this)
              kind:str='auto',        # dataset kind: auto | inbreast | manifest
              cache_dir=None,         # preprocessing cache (default: beside the data)
              skip_bad:bool=False,    # skip unreadable images with a warning instead of stopping
              progress=None,          # progress bars: None = only on a terminal
              save_model:bool=True,   # save the downstream model beside the record
+             force:bool=False,       # replace a finished record made with other settings
              **overrides) -> dict:   # any Config field, e.g. epochs=3, gsim_d=0.3
     "Train `algorithm` on all folds but `fold`, predict `fold`, write and return the run record."
-    from tsbn_nb.datasets import prepare_data, get_folds, MammoDataset
-    from tsbn_nb.metrics import binary_metrics
-    import tsbn_nb
     t_start = time.perf_counter()
+    if algorithm not in ALGORITHMS:
+        raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
     cfg = get_config(profile, seed=seed, **overrides)
     if not 0 <= int(fold) < cfg.n_folds:
         raise TsbnError(f"fold={fold} is out of range: folds are numbered 0..{cfg.n_folds - 1}")
-    fold, out_dir = int(fold), Path(out_dir)
+    from tsbn_nb.core import default_data_dir, default_results_dir
+    data = default_data_dir() if data in (None, '') else data
+    fold, out_dir = int(fold), Path(default_results_dir(profile) if out_dir in (None, '') else out_dir)
+    rec_path = record_path(out_dir, algorithm, fold, seed)
+    ckpt_dir = rec_path.with_suffix('.ckpt')
+    check_output_dir(rec_path.parent)
+    with RunLock(rec_path.with_suffix('.lock')):
+        if rec_path.exists() and not force and (diff := record_conflict(rec_path, cfg)):
+            raise TsbnError(f"{rec_path} holds a finished run made with other settings ({', '.join(diff)}): "
+                            "pass force=True (CLI --force) to replace it, or use another output folder")
+        for f in ckpt_dir.glob('.*.tmp'): f.unlink()           # half-written checkpoints of a killed process
+        return _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, skip_bad, progress,
+                         save_model, cfg, rec_path, ckpt_dir, t_start)
+
+def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, skip_bad, progress, save_model, cfg,
+              rec_path, ckpt_dir, t_start) -> dict:
+    "The body of `run_fold`, once its guards hold: data, split, training, prediction, record."
+    from tsbn_nb.datasets import prepare_data, get_folds, MammoDataset
+    from tsbn_nb.metrics import binary_metrics
+    import tsbn_nb, shutil
     df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, progress=progress)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed,
                       group_by_patient=cfg.group_by_patient)
@@ -398,10 +472,10 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
     w_pos = w_pos_for(cfg, labels[train_idx])
     train_ds = MammoDataset(images, labels, indices=train_idx, augment=cfg.augment, seed=cfg.seed)
     test_ds = MammoDataset(images, labels, indices=test_idx, augment=False, seed=cfg.seed)
-    rec_path = record_path(out_dir, algorithm, fold, seed)
-    ckpt_dir = rec_path.with_suffix('.ckpt')
     trainer = Trainer(algorithm, cfg, fold=fold, ckpt_dir=ckpt_dir if cfg.checkpoint_every else None, progress=progress,
                       w_pos=w_pos)
+    n_params = sum(p.numel() * p.element_size() for m in trainer.models.values() for p in m.parameters())
+    check_output_dir(rec_path.parent, need_bytes=4 * n_params + (2 << 20))   # checkpoint (weights + Adam) + model + record
     trainer.fit(train_ds, val_ds)
     prob = trainer.predict(test_ds)
     y = labels[test_idx].astype(int)
@@ -431,8 +505,7 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
                     'classifier': trainer.classifier.state_dict()}, buf)
         atomic_write_bytes(rec_path.with_suffix('.pt'), buf.getvalue())
     atomic_write_json(rec_path, record)
-    if (ckpt_dir / 'last.pt').exists():
-        (ckpt_dir / 'last.pt').unlink(); ckpt_dir.rmdir()
+    shutil.rmtree(ckpt_dir, ignore_errors=True)            # with anything a killed process left in it
     return record
 
 def _device_name(device) -> str:
