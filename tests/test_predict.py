@@ -185,6 +185,13 @@ def test_bad_inputs_are_named_errors(tmp_path):
         predict(mdir, [tmp_path / 'missing.dcm'])
     with pytest.raises(TsbnError, match='does not exist'):
         predict(tmp_path / 'no-model', [txt])
+    # an output that cannot be written is refused before any image is read (issue 11)
+    with pytest.raises(TsbnError, match='cannot write to /proc'):
+        predict(mdir, [txt], out_csv='/proc/tsbn/predictions.csv')
+    with pytest.raises(TsbnError, match='is a folder'):
+        predict(mdir, [txt], out_csv=tmp_path)
+    with pytest.raises(TsbnError, match='batch_size=0'):
+        predict(mdir, [txt], batch_size=0)
     # model directories of another format version or with missing files
     for name, edit, msg in [
             ('v2', lambda d: (d / 'model.json').write_text(json.dumps({**json.loads((d / 'model.json').read_text()),

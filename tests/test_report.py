@@ -26,7 +26,9 @@ def test_notebook_is_parameterised_and_clean():
     tagged = [c for c in code if 'parameters' in c.get('metadata', {}).get('tags', [])]
     assert len(tagged) == 1
     src = ''.join(tagged[0]['source'])
-    for name in ('results_dir', 'allow_mixed', 'n_boot'): assert f'{name} =' in src
+    import re
+    for name, typ in (('results_dir', 'str'), ('allow_mixed', 'bool'), ('n_boot', 'int')):
+        assert re.search(rf'^{name}: {typ} = ', src, re.M), name         # typed: papermill --help-notebook shows it
     assert all(not c.get('outputs') and c.get('execution_count') is None for c in code)
 
 
@@ -66,3 +68,21 @@ def test_report_notebook_refuses_mixed_runs(tmp_path):
     with pytest.raises(TsbnError, match='config.epochs'): load_runs(res)
     _papermill(tmp_path, res, n_boot=50, allow_mixed=True)
     assert 'WARNING: runs with different settings (config.epochs)' in (res / 'table2.md').read_text()
+
+
+def test_a_failing_report_leaves_the_previous_one_and_says_why(tmp_path):
+    "Issue 11: --n-boot 0 and mixed settings fail before anything is written, with the whole message."
+    from tsbn_nb.sweep import run_report
+    res = tmp_path / 'results'
+    write_fake_runs(res, algorithms=['resnet', 'tsbn-u'], n_folds=2, n_images=20)
+    run_report(res, n_boot=20, log=lambda *a: None)
+    before = {p.name: p.read_bytes() for p in res.iterdir() if p.is_file()}
+    with pytest.raises(TsbnError, match='n_boot=0'):
+        run_report(res, n_boot=0, log=lambda *a: None)
+    write_fake_runs(res, algorithms=['simclr'], n_folds=2, n_images=20, epochs=9)      # other settings mixed in
+    with pytest.raises(TsbnError) as e:
+        run_report(res, n_boot=20, log=lambda *a: None)
+    msg = str(e.value)
+    assert 'different settings:' in msg and 'config.epochs' in msg and 'allow_mixed' in msg, msg   # every line
+    after = {p.name: p.read_bytes() for p in res.iterdir() if p.is_file()}
+    assert after == before                                         # the previous report is untouched

@@ -524,6 +524,12 @@ def predict(model, # a model directory / runs folder (see `load_model`) or a `Pr
     if not 0 <= thr <= 1: raise TsbnError(f"threshold={threshold!r}: give a probability in [0, 1]")
     if explain_class not in CLASS_NAMES + ('predicted',):
         raise TsbnError(f"explain_class={explain_class!r}: use 'malignant', 'benign' or 'predicted'")
+    if int(batch_size) < 1: raise TsbnError(f"batch_size={batch_size!r}: give a positive integer")
+    from tsbn_nb.train import check_output_dir
+    if out_csv is not None:                                  # an unwritable target is found before any prediction
+        if Path(out_csv).is_dir(): raise TsbnError(f"{out_csv} is a folder: give a .csv file name for the predictions")
+        check_output_dir(Path(out_csv).expanduser().resolve().parent)
+    if explain_dir is not None: check_output_dir(explain_dir)
     files, skipped = find_images(paths)
     rows, used = [], set()
     edir = Path(explain_dir) if explain_dir is not None else None
@@ -591,7 +597,7 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
                 **overrides) -> Path: # any Config field, e.g. epochs=3
     "Train `algorithm` on every labelled image of `data` (no held-out fold) and write a model directory; return it."
     from tsbn_nb.datasets import prepare_data, MammoDataset
-    from tsbn_nb.train import Trainer, ALGORITHMS
+    from tsbn_nb.train import Trainer, ALGORITHMS, w_pos_for
     out = Path(out_dir).expanduser()
     if algorithm not in ALGORITHMS: raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
     if (out / 'model.json').exists() and not overwrite:
@@ -607,7 +613,8 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
     labels = df['label'].to_numpy().astype(np.float32)
     ds = MammoDataset(images, labels, augment=cfg.augment, seed=cfg.seed)
     ckpt = out / '.checkpoint'
-    trainer = Trainer(algorithm, cfg, fold=-1, ckpt_dir=ckpt if cfg.checkpoint_every else None, progress=progress)
+    trainer = Trainer(algorithm, cfg, fold=-1, ckpt_dir=ckpt if cfg.checkpoint_every else None, progress=progress,
+                      w_pos=w_pos_for(cfg, labels))      # the same rule as the cross-validated runs (all images here)
     trainer.fit(ds)
     if cv is not None:
         cv['differing_settings'] = _cv_differences(cv, cfg)
