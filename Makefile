@@ -15,7 +15,7 @@ REFERENCE ?= results/$(PROFILE)
 # Exact builds used for the committed results; settings.ini keeps looser ranges for other CUDA set-ups.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install reproduce test export clean-nbs check-sync check-clean nbtest pytest bench phantom
+.PHONY: install reproduce test export clean-nbs check-sync check-clean nbtest pytest bench bench-gpu phantom
 
 install: $(STAMP)
 
@@ -64,3 +64,7 @@ test: check-sync check-clean nbtest pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The GPU check of the paper profile (under 5 minutes on one GPU); refuses to run without one.
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu.py

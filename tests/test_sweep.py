@@ -99,3 +99,16 @@ def test_settings_clash_is_refused_before_any_run(phantom, tmp_path):
     s2 = reproduce(phantom, 'smoke', out_dir=out, algorithms=['resnet'], folds=[0], overrides={'epochs': 2},
                    force=True, report=False, log=lambda *a: None)
     assert s2['ran'] == 1 and not s2['failed']
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(phantom, tmp_path, capsys):
+    out = tmp_path / 'res'
+    reproduce(phantom, 'smoke', out_dir=out, algorithms=['resnet'], folds=[0], report=False, log=lambda *a: None)
+    (out / 'runs' / 'resnet' / 'fold1.ckpt').mkdir(parents=True)
+    (out / 'runs' / 'resnet' / 'fold1.ckpt' / 'last.pt').write_bytes(b'x')
+    rc = main(['reproduce', '--data', str(phantom), '--profile', 'smoke', '--algorithms', 'resnet', 'tsbn-u',
+               '--folds', '0', '1', '--out', str(out), '--dry-run'])
+    text = capsys.readouterr().out
+    assert rc == 0 and '4 runs: 1 done, 3 to run' in text, text
+    assert 'resnet/fold0' in text and 'done' in text and 'resume from its checkpoint' in text
+    assert not (out / 'runs' / 'tsbn-u').exists()                 # nothing trained

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument('--force', action='store_true', help='rerun runs whose records exist')
     rp.add_argument('--no-report', action='store_true')
     rp.add_argument('--n-boot', type=int, default=2000, help='bootstrap replicates of the report')
+    rp.add_argument('--dry-run', action='store_true',
+                    help='print the plan (each run, its state and record) and an estimated wall time; train nothing')
     rp.add_argument('--verify', default=None, metavar='REFERENCE_DIR',
                     help='after the report, compare the runs with a reference results folder (e.g. results/demo)')
 
@@ -140,7 +142,9 @@ def _dispatch(a) -> int:
         from tsbn_nb.sweep import reproduce
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,
                       workers=a.workers, scheduler=a.scheduler, overrides=_overrides(a.params), force=a.force,
-                      kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, report=not a.no_report, n_boot=a.n_boot)
+                      kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, report=not a.no_report, n_boot=a.n_boot,
+                      dry_run=a.dry_run)
+        if a.dry_run: return 0
         if s['failed'] or s['missing']: return 1
         if a.verify: return _verify(s['out_dir'], a.verify)
         return 0

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'RANGES', 'TsbnError', 'Config', 'get_config', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings', 'project_dir',
-           'default_data_dir', 'default_results_dir']
+__all__ = ['PROFILES', 'RANGES', 'TsbnError', 'Config', 'get_config', 'complete_config', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings',
+           'project_dir', 'default_data_dir', 'default_results_dir']
 
 # %% ../nbs/00_core.ipynb #8aadbeab
 class TsbnError(Exception):
@@ -72,6 +72,8 @@ class Config:
     num_workers: int = -1        # DataLoader workers; -1: chosen from the machine
     seed: int = 0                # seed of everything random in a run
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (0: never)
+    pretext_micro_batch: int = 0 # TSBN pretext step in micro-batches of N with gradient accumulation (0: whole batch,
+                                 # halved automatically on CUDA out-of-memory); exact for the RDN (no BatchNorm), not the U-Net
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -122,7 +124,8 @@ RANGES = dict(height=(1, None, True, None), width=(1, None, True, None), n_folds
               cr_swaps=(0, None, True, None), mtl_weight=(0, None, True, None), lr=(0, None, False, None),
               weight_decay=(0, None, True, None), batch_size=(1, None, True, None), epochs=(1, None, True, None),
               pretext_epochs=(1, None, True, None), threshold=(0, 1, False, False), num_workers=(-1, None, True, None),
-              seed=(0, None, True, None), fold_seed=(0, None, True, None), checkpoint_every=(0, None, True, None))
+              seed=(0, None, True, None), fold_seed=(0, None, True, None), checkpoint_every=(0, None, True, None),
+              pretext_micro_batch=(0, None, True, None))
 
 def _check_range(name, v):
     "Raise a TsbnError when setting `name`'s value `v` is outside `RANGES` (NaN is always outside)."
@@ -151,6 +154,14 @@ def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke'
             raise TsbnError(f"{k}={getattr(cfg, k)!r} is not one of {', '.join(allowed)}")
     for k in RANGES: _check_range(k, getattr(cfg, k))
     return cfg
+
+# %% ../nbs/00_core.ipynb #c5960954
+def complete_config(cfg:dict # a config as recorded (maybe older than this package)
+                   ) -> dict:
+    "`cfg` with the settings it predates filled in with its profile's defaults."
+    prof = cfg.get('profile')
+    base = get_config(prof).to_dict() if prof in PROFILES else Config().to_dict()
+    return {**{k: v for k, v in base.items() if k not in cfg}, **cfg}
 
 # %% ../nbs/00_core.ipynb #920e6d78
 _UMASK = os.umask(0); os.umask(_UMASK)

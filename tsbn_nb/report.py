@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
-from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, get_config
+from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, get_config, complete_config
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
@@ -107,7 +107,7 @@ def _read_record(path:Path, root:Path) -> tuple[dict, pd.DataFrame]:
         raise TsbnError(f"{path}: predictions need image_id, patient_id, label and prob in every entry; some are missing")
     if pr.image_id.duplicated().any():
         raise TsbnError(f"{path}: image {pr.image_id[pr.image_id.duplicated()].iloc[0]!r} is predicted twice in one run")
-    cfg = rec['config'] if isinstance(rec['config'], dict) else {}
+    cfg = complete_config(rec['config']) if isinstance(rec['config'], dict) else {}
     y, p = check_binary(pr.label.to_numpy(), pr.prob.to_numpy(), str(path))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')

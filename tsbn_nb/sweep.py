@@ -5,6 +5,7 @@
 # %% ../nbs/10_sweep.ipynb #217815cb
 from __future__ import annotations
 import json, os, signal, subprocess, sys, tempfile, threading, time
+import pandas as pd
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -14,7 +15,8 @@ from .core import TsbnError, get_config, atomic_write_json, hash_strings
 from .train import ALGORITHMS, record_path, run_name, comparable_config, record_conflict, RunLock
 
 # %% auto #0
-__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_running', 'reproduce', 'write_probe', 'run_report']
+__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_running', 'plan_table', 'reproduce', 'write_probe',
+           'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -190,9 +192,30 @@ def _run_dask(todo, scheduler, needs_gpu, on_done):
         if client is not scheduler: client.close()
 
 # %% ../nbs/10_sweep.ipynb #1b41acbf
+def plan_table(specs:list, # from `plan`
+               fingerprint:str|None=None, # the data's fingerprint (stale records are redone)
+               reference=None, # a results folder whose records' wall times estimate the runs (same profile)
+              ) -> pd.DataFrame:
+    "One row per run: its state (done / to run / resume from a checkpoint / stale), record path and estimated wall time."
+    import statistics
+    walls = {}
+    for f in Path(reference).glob('runs/*/fold*.json') if reference else []:
+        try: r = json.loads(f.read_text())
+        except (OSError, ValueError): continue
+        if r.get('profile') == (specs[0].profile if specs else None):
+            walls.setdefault(r['algorithm'], []).append(float(r['provenance'].get('wall_time_s', 'nan')))
+    rows = []
+    for s in specs:
+        ck = s.record.with_suffix('.ckpt') / 'last.pt'
+        state = ('done' if is_done(s, fingerprint) and not s.force else 'stale (data or settings changed)' if s.record.exists()
+                 else 'resume from its checkpoint' if ck.exists() else 'to run')
+        est = statistics.median(walls[s.algorithm]) if walls.get(s.algorithm) else float('nan')
+        rows.append(dict(run=s.name, state=state, record=str(s.record), est_s=est if state != 'done' else 0.0))
+    return pd.DataFrame(rows)
+
 def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, folds=None, seeds=(0,),
               workers:int=1, scheduler=None, overrides=None, force:bool=False, kind:str='auto', cache_dir=None,
-              skip_bad:bool=False, report:bool=True, n_boot:int=2000, log=print) -> dict:
+              skip_bad:bool=False, report:bool=True, n_boot:int=2000, log=print, dry_run:bool=False) -> dict:
     "Run every missing (algorithm, fold, seed) with papermill, then the report; return a summary dict."
     from tsbn_nb.datasets import prepare_data, get_folds
     from tsbn_nb.core import default_results_dir
@@ -209,6 +232,17 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
     df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
     fp = df.attrs.get('fingerprint')
+    if dry_run:
+        ref = default_results_dir(profile)
+        t = plan_table(specs, fp, ref if ref.resolve() != out_dir else out_dir)
+        log(t[['run', 'state', 'record']].to_string(index=False))
+        left = t[t.state != 'done']
+        est = left.est_s.sum() / max(1, int(workers))
+        log(f"{len(t)} runs: {len(t) - len(left)} done, {len(left)} to run" + (
+            f"; about {_fmt_s(est)} with {workers} worker(s), from the wall times recorded in {ref} (same profile; "
+            "another machine or load changes it)" if left.est_s.notna().all() and len(left) else
+            "; no recorded wall times of this profile to estimate the time"))
+        return dict(out_dir=str(out_dir), runs=len(t), plan=t, failed=[], missing=[], ran=0, report=None)
     if report: write_probe(df, folds, out_dir, log=log)
     todo = specs if force else [s for s in specs if not is_done(s, fp)]
     stale = sum(s.record.exists() for s in todo) if not force else 0

@@ -17,15 +17,15 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes,
+from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes, complete_config,
                           atomic_write_json, git_commit)
 from .nets import build_classifier, build_pretext_net, ResNetEncDec
 from .losses import weighted_bce, restoration_mse, CollaborativeTransfer, ProjectionHead
 from .pretext import gsim_target, context_restoration, simclr_views, nt_xent
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'save_checkpoint', 'load_checkpoint', 'predict', 'fit',
-           'run_name', 'record_path', 'comparable_config', 'w_pos_for', 'validation_split', 'numerics_provenance',
+__all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'save_checkpoint', 'comparable_config', 'load_checkpoint',
+           'predict', 'fit', 'run_name', 'record_path', 'w_pos_for', 'validation_split', 'numerics_provenance',
            'RunLock', 'check_output_dir', 'record_conflict', 'run_fold']
 
 # %% ../nbs/07_train.ipynb #f5f634b0
@@ -62,6 +62,7 @@ class Trainer:
             raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
         self.algorithm, self.cfg, self.fold = algorithm, cfg, fold
         self.w_pos = float(cfg.w_pos if w_pos is None else w_pos)
+        self.micro = cfg.pretext_micro_batch       # TSBN pretext micro-batch (0: whole batch, auto-halved on CUDA OOM)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.progress = progress            # None: bars only on a terminal
         self.device = pick_device(cfg.device)
@@ -145,17 +146,34 @@ def _multitask_step(t:Trainer):
         return {'bce': bce, 'mse': mse}
     return step
 
+def _pretext_update(t:Trainer, pre, x, y):
+    "Loss_MSE of the GSIM targets and one step of the pretext net: (loss, e(x) detached); micro-batched when set."
+    mb = t.micro or len(x)
+    while True:
+        try:
+            opt = t.opts['pretext']; opt.zero_grad(set_to_none=True)
+            total, feats = 0., []
+            for xs, ys in zip(x.split(mb), y.split(mb)):      # one chunk unless micro-batching
+                with t.autocast(): out, e = pre.forward_features(xs)
+                loss = restoration_mse(out.float(), gsim_target(xs, ys, t.cfg.gsim_d)) * (len(xs) / len(x))
+                t.scaler.scale(loss).backward()                 # gradients add up to the whole batch's mean
+                total, feats = total + loss.detach(), feats + [e.detach()]
+            t.scaler.step(opt); t.scaler.update()
+            return total, torch.cat(feats)
+        except torch.cuda.OutOfMemoryError:
+            if t.cfg.pretext_micro_batch or mb == 1: raise
+            mb = t.micro = max(1, mb // 2); torch.cuda.empty_cache()
+            warnings.warn(f"{t.algorithm}: the pretext network ran out of GPU memory at batch {2 * mb}; "
+                          f"continuing in micro-batches of {mb} with gradient accumulation")
+
 def _tsbn_step(t:Trainer):
     "One TSBN mini-batch: pretext step (Loss_MSE → pretext net), then downstream step (Loss_D → ResNet, D)."
     def step(x, y, g):
         pre, clf, ct = t.models['pretext'], t.classifier, t.models['transfer']
         # (1) pretext step: GSIM restoration, Eq. 1, updates the U-Net / RDN only
-        with t.autocast(): out, e = pre.forward_features(x)
-        mse = restoration_mse(out.float(), gsim_target(x, y, t.cfg.gsim_d))
-        t.update(mse, 'pretext')
+        mse, e = _pretext_update(t, pre, x, y)
         # (2) downstream step: Loss_D = alpha * Loss_CT + Loss_BCE, Eq. 4; e(x) is a target without a graph
-        if t.cfg.ct_reuse: e = e.detach()
-        else:
+        if not t.cfg.ct_reuse:
             with torch.no_grad(), t.autocast(): e = pre.encoder(x)
         with t.autocast():
             c = clf.features(x)
@@ -199,6 +217,9 @@ def _setup_tsbn(kind):
     def setup(t):
         clf = t.add_model('classifier', build_classifier(t.cfg))
         pre = t.add_model('pretext', build_pretext_net(kind, t.cfg))
+        if kind == 'unet' and t.cfg.pretext_micro_batch:
+            warnings.warn("pretext_micro_batch with the U-Net: its BatchNorm sees micro-batches, so the update is not "
+                          "exactly the whole batch's (it is for the RDN)")
         ct = t.add_model('transfer', CollaborativeTransfer(pre.feature_dim, clf.feature_dim, t.cfg.proj_dim,
                                                            t.cfg.proj_hidden, t.cfg.ct_mode, seed=t.cfg.seed))
         t.add_opt('pretext', pre.parameters())
@@ -222,6 +243,10 @@ def save_checkpoint(self:Trainer):
 
 _HW_KEYS = ('device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every')
 
+def comparable_config(cfg:dict) -> dict:
+    "A config (gaps filled by `complete_config`) without the settings that change only the hardware used, not the result."
+    return {k: v for k, v in complete_config(cfg).items() if k not in _HW_KEYS}
+
 def load_checkpoint(self:Trainer) -> bool:
     "Resume from `ckpt_dir/last.pt` when it exists and belongs to this algorithm, fold and config."
     p = self.ckpt_dir / 'last.pt' if self.ckpt_dir else None
@@ -229,8 +254,7 @@ def load_checkpoint(self:Trainer) -> bool:
     try: state = torch.load(p, map_location=self.device, weights_only=True)
     except Exception as e:
         raise TsbnError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); delete it to start the run afresh") from None
-    mine = {k: v for k, v in self.cfg.to_dict().items() if k not in _HW_KEYS}
-    theirs = {k: v for k, v in state['config'].items() if k not in _HW_KEYS}
+    mine, theirs = comparable_config(self.cfg.to_dict()), comparable_config(state['config'])
     if state['algorithm'] != self.algorithm or state['fold'] != self.fold:
         raise TsbnError(f"checkpoint {p} belongs to another run (algorithm {state['algorithm']}, fold {state['fold']}): "
                         "files were moved; delete it or use another output folder")
@@ -332,9 +356,6 @@ def record_path(out_dir, algorithm:str, fold:int, seed:int=0) -> Path:
     "Where the run record of (algorithm, fold, seed) lives."
     return Path(out_dir) / 'runs' / algorithm / f'{run_name(fold, seed)}.json'
 
-def comparable_config(cfg:dict) -> dict:
-    "A config without the settings that change only the hardware used, not the result."
-    return {k: v for k, v in cfg.items() if k not in _HW_KEYS}
 
 # %% ../nbs/07_train.ipynb #94e75ee6
 def w_pos_for(cfg:Config, train_labels) -> float:
