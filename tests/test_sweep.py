@@ -112,3 +112,11 @@ def test_dry_run_prints_the_plan_and_trains_nothing(phantom, tmp_path, capsys):
     assert rc == 0 and '4 runs: 1 done, 3 to run' in text, text
     assert 'resnet/fold0' in text and 'done' in text and 'resume from its checkpoint' in text
     assert not (out / 'runs' / 'tsbn-u').exists()                 # nothing trained
+
+
+def test_unreachable_scheduler_is_one_clear_error(phantom, tmp_path):
+    pytest.importorskip('distributed')
+    from tsbn_nb.core import TsbnError
+    with pytest.raises(TsbnError, match=r'cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 10 s'):
+        reproduce(phantom, 'smoke', out_dir=tmp_path / 'res', algorithms=['resnet'], folds=[0],
+                  scheduler='tcp://127.0.0.1:9', report=False, log=lambda *a: None)
