@@ -79,3 +79,12 @@ def test_guards_before_and_after_training(phantom, tmp_path):
                      ({'epochs': 2.7}, 'give an integer'), ({'threshold': 2}, 'threshold=2.0 is out of range')]:
         with pytest.raises(TsbnError, match=msg):
             run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=tmp_path / 'x', progress=False, **bad)
+
+
+def test_validation_split_is_grouped_and_evaluated(phantom, tmp_path):
+    "Issue 10: val_fraction > 0 used to crash (all labels against the validation probabilities only)."
+    rec = run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=tmp_path, progress=False, val_fraction=0.25)
+    assert rec['n_val'] > 0
+    folds = pd.read_csv(tmp_path / 'folds.csv', comment='#')
+    assert rec['n_train'] + rec['n_val'] == int((folds['fold'] != 0).sum())     # carved from the training folds only
+    assert 'val_auc' in rec['history'][-1] and 0 <= rec['history'][-1]['val_accuracy'] <= 1
