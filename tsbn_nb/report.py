@@ -14,11 +14,11 @@ from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc,
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'DISPLAY_NAMES', 'METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'IDENTITY_KEYS',
-           'HARDWARE_KEYS', 'REQUIRED_KEYS', 'LINE_STYLES', 'MARKERS', 'PROBE_FILE', 'write_fake_runs',
-           'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2', 'seed_noise',
-           'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2',
-           'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph',
-           'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
+           'HARDWARE_KEYS', 'REQUIRED_KEYS', 'PREDICTION_EXTRAS', 'LINE_STYLES', 'MARKERS', 'PROBE_FILE',
+           'write_fake_runs', 'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm',
+           'format_table2', 'seed_noise', 'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown',
+           'to_latex', 'write_table2', 'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table',
+           'stats_paragraph', 'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
 ALGORITHMS = ['resnet', 'simclr', 'cr-f-resnet', 'gm-f-resnet', 'gm-m-resnet', 'tsbn-u', 'tsbn-r']
@@ -85,6 +85,7 @@ RUN_FILE = re.compile(r'^fold(\d+)(?:-seed(\d+))?\.json$')
 IDENTITY_KEYS = ('algorithm', 'fold', 'seed')          # name the run; differ by design
 HARDWARE_KEYS = ('device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every')   # as train.comparable_config
 REQUIRED_KEYS = ('algorithm', 'fold', 'seed', 'config', 'predictions')
+PREDICTION_EXTRAS = ('laterality', 'view', 'birads')   # kept from the records when present ('' otherwise)
 
 def _read_record(path:Path, root:Path) -> tuple[dict, pd.DataFrame]:
     "Read one record: a dict of run-level values and a DataFrame of its predictions."
@@ -130,7 +131,9 @@ def _read_record(path:Path, root:Path) -> tuple[dict, pd.DataFrame]:
                wall_time_s=prov.get('wall_time_s', float('nan')), config=cfg)
     pr = pr.assign(algorithm=alg, fold=row['fold'], seed=row['seed'], image_id=pr.image_id.astype(str),
                    patient_id=pr.patient_id.astype(str), label=y.astype(int), prob=p)
-    return row, pr[['algorithm', 'fold', 'seed', 'image_id', 'patient_id', 'label', 'prob']]
+    extra = pd.DataFrame.from_records(rec['predictions']).reindex(columns=list(PREDICTION_EXTRAS))
+    pr = pr.assign(**{c: extra[c].astype(object).where(extra[c].notna(), '').astype(str).to_numpy() for c in PREDICTION_EXTRAS})
+    return row, pr[['algorithm', 'fold', 'seed', 'image_id', 'patient_id', *PREDICTION_EXTRAS, 'label', 'prob']]
 
 # %% ../nbs/09_report.ipynb #33b877ff
 def config_differences(runs:pd.DataFrame, # per-run table from `load_runs`
@@ -616,6 +619,8 @@ def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].js
         paths['noise_csv'] = atomic_write_text(tmp / 'noise.csv', nz.to_csv(float_format='%.6g'))
         paths['evidence_md'] = atomic_write_text(tmp / 'evidence.md', evidence_text(probe, pa, t2, nz))
         paths['manifest'] = write_manifest(runs, tmp)
+        tidy = pooled.rename(columns={'image_id': 'image', 'patient_id': 'patient', 'prob': 'probability'})
+        paths['predictions_csv'] = atomic_write_text(tmp / 'predictions.csv', tidy.to_csv(index=False, float_format='%.9g'))
         published = {}
         for k, p in paths.items():
             os.replace(p, out / Path(p).name); published[k] = out / Path(p).name
