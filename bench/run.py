@@ -254,6 +254,9 @@ def bench_sweep(quick):
 BENCHES = dict(overhead=('1. TSBN overhead', bench_overhead), loader=('2. Data pipeline', bench_loader),
                preprocess=('3. Preprocessing', bench_preprocess), memory=('4. Memory', bench_memory),
                sweep=('5. Demo reproduction', bench_sweep))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hashing import bench_hashing                                           # noqa: E402  (bench/hashing.py)
+BENCHES['hashing'] = ('7. Content hashing', bench_hashing)
 
 
 def main(argv=None):

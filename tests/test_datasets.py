@@ -94,7 +94,7 @@ def _corrupt(kind, path):
     elif kind == 'no-pixel-data':
         write_dicom(path, pixels=False)
     elif kind == 'not-dicom':
-        path.write_bytes(b'this is not a DICOM file at all' * 10)
+        path.write_bytes(f'{path.name} is not a DICOM file at all'.encode() * 10)
     elif kind == 'empty':
         path.write_bytes(b'')
 
@@ -178,3 +178,82 @@ def test_full_phantom_matches_paper_counts(tmp_path):
     t = fold_table(df, make_folds(df))
     assert (abs(t.malignant - 20) <= 2).all() and (abs(t.benign - 287 / 5) <= 3).all(), t
     assert time.perf_counter() - t0 < 60
+
+
+def test_rewritten_pixels_same_size_and_mtime_are_not_stale(inb, cfg, tmp_path):
+    "Pixels rewritten at the same size with the mtime put back (cp -p, rsync -a): new fingerprint, new entry, new pixels."
+    df0, im0 = prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+    f = dicom_of(inb, 5004); st = os.stat(f)
+    ds = pydicom.dcmread(f); a = ds.pixel_array.copy(); a[a > 100] = 4000; ds.PixelData = a.tobytes(); ds.save_as(f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(f).st_size, os.stat(f).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    df1, im1 = prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+    assert df1.attrs['fingerprint'] != df0.attrs['fingerprint'] and df1.attrs['cache_key'] != df0.attrs['cache_key']
+    i = df1.image_id.tolist().index('5004')
+    ref = df1.drop(index=i).index
+    assert np.abs(np.asarray(im1[i], np.float32) - np.asarray(im0[i], np.float32)).max() > 0.1
+    assert np.array_equal(np.asarray(im1)[ref], np.asarray(im0)[ref])
+    # and a dataset copied elsewhere (same bytes) keeps its fingerprint
+    import shutil
+    copy = shutil.copytree(inb, tmp_path / 'copy', ignore=shutil.ignore_patterns('.tsbn_cache'))
+    assert load_dataset(copy).attrs['fingerprint'] == df1.attrs['fingerprint']
+
+
+def test_duplicate_manifest_rows(tmp_path, cfg):
+    "imgs/x.dcm, ./imgs/x.dcm and the absolute path are one image: an error naming the lines, or --dedupe keeps one."
+    d = tmp_path / 'man'; (d / 'imgs').mkdir(parents=True)
+    rows = ['path,label']
+    for i in range(6):
+        write_dicom(d / 'imgs' / f'{i}.dcm', lat='L' if i % 2 else 'R', seed=i)
+        rows.append(f'imgs/{i}.dcm,{int(i >= 3)}')
+    rows += ['./imgs/0.dcm,0', f'{d}/imgs/4.dcm,1']
+    (d / 'manifest.csv').write_text('\n'.join(rows) + '\n')
+    with pytest.raises(TsbnError) as e:
+        prepare_data(d, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+    msg = str(e.value)
+    assert 'line 8 (./imgs/0.dcm) is the same file as line 2 (imgs/0.dcm)' in msg and '--dedupe' in msg, msg
+    assert f'line 9 ({d}/imgs/4.dcm) is the same file as line 6 (imgs/4.dcm)' in msg, msg
+    with pytest.warns(UserWarning, match='keeping the first'):
+        df, images = prepare_data(d, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1, dedupe=True)
+    assert len(df) == len(images) == 6 and df.path.nunique() == 6 and df.attrs['n_duplicates'] == 2
+    with pytest.warns(UserWarning, match='keeping the first'):
+        assert 'duplicates:  2' in dataset_info(d, n_folds=2, dedupe=True)
+    # a byte-identical copy, seen for the first time (not in the hash store: found by the cache build)
+    import shutil
+    shutil.copy(d / 'imgs' / '5.dcm', d / 'imgs' / 'copy5.dcm')
+    (d / 'copy.csv').write_text('\n'.join(rows[:7] + ['imgs/copy5.dcm,1']) + '\n')
+    with pytest.raises(TsbnError, match=r'line 8 \(imgs/copy5.dcm\) is an identical copy of line 7 \(imgs/5.dcm\)'):
+        prepare_data(d / 'copy.csv', cfg, cache_dir=tmp_path / 'c2', progress=False, workers=1)
+    with pytest.warns(UserWarning, match='keeping the first'):
+        df2, images2 = prepare_data(d / 'copy.csv', cfg, cache_dir=tmp_path / 'c3', progress=False, workers=1, dedupe=True)
+    assert df2.path.tolist() == df.path.tolist() and np.array_equal(np.asarray(images2), np.asarray(images))
+
+
+def test_data_info_on_a_binary_file_is_one_line(inb, tmp_path, capsys):
+    "`tsbn data info one.dcm` (or any binary file): one line saying what to give, no _csv.Error traceback."
+    from tsbn_nb.cli import main
+    for f in (dicom_of(inb, 5001), tmp_path / 'blob.bin'):
+        if f.suffix == '.bin': f.write_bytes(bytes(range(256)) * 4)
+        assert main(['data', 'info', str(f)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count('\n') == 0 and 'is not a CSV manifest' in err and 'Traceback' not in err, err
+        assert 'give an INbreast folder, a folder with manifest.csv, or a .csv file' in err, err
+
+
+def test_fake_jpeg2000_is_diagnosed(inb, cfg, tmp_path):
+    "A header saying JPEG 2000 over pixel data that is not: diagnosed as such (not 'truncated'); the skip warning names the file once."
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+    f = dicom_of(inb, 5004)
+    ds = pydicom.dcmread(f)
+    ds.PixelData = encapsulate([b'\x00\x00garbage, not a codestream' * 20]); ds['PixelData'].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.save_as(f, enforce_file_format=True)
+    with pytest.raises(TsbnError) as e:
+        prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
+    assert 'not a JPEG 2000 stream' in str(e.value) and 'truncated' not in str(e.value), str(e.value)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        prepare_data(inb, cfg, cache_dir=tmp_path / 'c', skip_bad=True, progress=False, workers=1)
+    msgs = [str(x.message) for x in w if f.name in str(x.message)]
+    assert len(msgs) == 1 and msgs[0].count(f.name) == 1, msgs

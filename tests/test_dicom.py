@@ -1,12 +1,12 @@
 """End-to-end checks of `tsbn_nb.dicom` that are too slow or too process-heavy for the notebook."""
-import os, signal, subprocess, sys, textwrap, time
+import os, shutil, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import RLELossless, JPEGLSLossless, JPEG2000Lossless
 from tsbn_nb.core import TsbnError
-from tsbn_nb.dicom import (PreprocParams, build_cache, cache_key, preprocess, read_mammogram, save_dicom)
+from tsbn_nb.dicom import (HASH_STORE, PreprocParams, build_cache, cache_key, preprocess, read_mammogram, save_dicom)
 
 
 def _breast(h, w, side, rng, level=9000, bits=14):
@@ -65,35 +65,61 @@ def test_monochrome1_and_compressed_match(tmp_path):
         np.testing.assert_allclose(np.asarray(got.images, np.float32), ref.astype(np.float32), atol=2e-3, err_msg=name)
 
 
-def test_killed_build_leaves_no_half_cache(tmp_path):
-    "SIGKILL in the middle of a build leaves no cache entry; the next build completes and ignores the leftovers."
-    files = _dataset(tmp_path / 'd', n=6, h=120, w=90)
-    cache = tmp_path / 'cache'
-    marker = tmp_path / 'started'
+def _slow_build_in_child(files, cache, marker):
+    "Start a build of `files` in another process, slowed to 0.3 s per image; return it once 2 images are done."
     child = textwrap.dedent(f"""
-        import time, tsbn_nb.dicom as m
+        import sys, time, tsbn_nb.dicom as m
         real = m._cache_one
         def slow(job):
             r = real(job); open({str(marker)!r}, 'a').write('x'); time.sleep(0.3); return r
         m._cache_one = slow
-        m.build_cache({files!r}, None, m.PreprocParams(32, 16), {str(cache)!r}, workers=0)
+        try: m.build_cache({files!r}, None, m.PreprocParams(32, 16), {str(cache)!r}, workers=0)
+        except m.TsbnError as e: print(e, file=sys.stderr); sys.exit(2)
     """)
-    proc = subprocess.Popen([sys.executable, '-c', child])
+    proc = subprocess.Popen([sys.executable, '-c', child], stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (marker.exists() and len(marker.read_text()) >= 2):
+        if proc.poll() is not None or time.time() - t0 > 30:
+            proc.kill(); raise AssertionError('the child build did not start')
+        time.sleep(0.05)
+    return proc
+
+
+def test_killed_build_leaves_no_half_cache(tmp_path):
+    "SIGKILL in the middle of a build leaves no cache entry; the next build completes and ignores the leftovers."
+    files = _dataset(tmp_path / 'd', n=6, h=120, w=90)
+    cache = tmp_path / 'cache'
+    proc = _slow_build_in_child(files, cache, tmp_path / 'started')
     try:
-        t0 = time.time()
-        while not (marker.exists() and len(marker.read_text()) >= 2):
-            assert proc.poll() is None and time.time() - t0 < 30, 'the child build did not start'
-            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None: proc.kill()
     key = cache_key(files, [None] * len(files), PreprocParams(32, 16))
     assert not (cache / key).exists()
-    assert all(p.name.startswith('.tmp-') for p in cache.iterdir())
+    left = [p.name for p in cache.iterdir() if p.name != HASH_STORE]
+    assert left and all(n.startswith('.tmp-') for n in left)
     c = build_cache(files, None, PreprocParams(32, 16), cache, workers=0)
     assert c.key == key and not c.reused and len(c) == 6
     assert build_cache(files, None, PreprocParams(32, 16), cache).reused
+    # the next build removed the killed build's temporary folder (its process is gone)
+    assert sorted(p.name for p in cache.iterdir() if p.name != HASH_STORE) == [key]
+
+
+def test_cache_deleted_during_build(tmp_path):
+    "`rm -r cache` while another process builds: that build stops with a message, publishes nothing; the next works."
+    files = _dataset(tmp_path / 'd', n=6, h=120, w=90)
+    cache = tmp_path / 'cache'
+    proc = _slow_build_in_child(files, cache, tmp_path / 'started')
+    try:
+        shutil.rmtree(cache)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == 2 and 'was deleted while' in err, err
+    assert not cache.exists() or not [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith('.')]
+    c = build_cache(files, None, PreprocParams(32, 16), cache, workers=0)
+    assert len(c) == 6 and not c.reused and build_cache(files, None, PreprocParams(32, 16), cache).reused
 
 
 def test_concurrent_builders_agree(tmp_path):
@@ -105,7 +131,7 @@ def test_concurrent_builders_agree(tmp_path):
     outs = [p.communicate(timeout=60)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert outs[0] == outs[1]
-    assert [p.name for p in (tmp_path / 'cache').iterdir()] == [outs[0][0]]
+    assert [p.name for p in (tmp_path / 'cache').iterdir() if p.name != HASH_STORE] == [outs[0][0]]
 
 
 def test_recovered_file_rebuilds(tmp_path, monkeypatch):
@@ -123,4 +149,4 @@ def test_recovered_file_rebuilds(tmp_path, monkeypatch):
     monkeypatch.setattr(m, 'read_mammogram', real)           # "the decoder is installed now"
     c2 = build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', workers=0)
     assert c2.key == c1.key and not c2.reused and c2.ok.all() and len(c2) == 3
-    assert [p.name for p in (tmp_path / 'c').iterdir()] == [c2.key]
+    assert [p.name for p in (tmp_path / 'c').iterdir() if p.name != HASH_STORE] == [c2.key]

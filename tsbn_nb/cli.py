@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument('--fold-seed', type=int, default=0)
     di.add_argument('--image-level', action='store_true', help='split images, not patients')
     di.add_argument('--birads-map', default='paper')
+    di.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images instead of stopping')
 
     def common(q):
         q.add_argument('--data', required=True, help='INbreast folder, phantom folder or manifest CSV')
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument('--out', default=None, help='results folder (default results/<profile>)')
         q.add_argument('--cache-dir', default=None, help='preprocessing cache (default: beside the data)')
         q.add_argument('--skip-bad', action='store_true', help='skip unreadable images with a warning')
+        q.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images (same file or bytes) instead of stopping')
         q.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'), dest='params',
                        help='override a setting, e.g. -p epochs 3 (repeatable)')
 
@@ -130,12 +132,12 @@ def _dispatch(a) -> int:
     elif a.cmd == 'data':
         from tsbn_nb.datasets import dataset_info
         print(dataset_info(a.data, kind=a.kind, n_folds=a.folds, seed=a.fold_seed,
-                           group_by_patient=not a.image_level, birads_map=a.birads_map))
+                           group_by_patient=not a.image_level, birads_map=a.birads_map, dedupe=a.dedupe))
     elif a.cmd == 'run':
         from tsbn_nb.train import run_fold
         ov = _overrides(a.params)
         rec = run_fold(a.algorithm, a.fold, profile=a.profile, data=a.data, out_dir=a.out, seed=a.seed, kind=a.kind,
-                       cache_dir=a.cache_dir, skip_bad=a.skip_bad, force=a.force, **ov)
+                       cache_dir=a.cache_dir, skip_bad=a.skip_bad, force=a.force, dedupe=a.dedupe, **ov)
         m = rec['metrics']
         print(f"{a.algorithm} fold {a.fold}: " + ', '.join(f'{k} {v:.3f}' for k, v in m.items()))
     elif a.cmd == 'reproduce':
@@ -143,7 +145,7 @@ def _dispatch(a) -> int:
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,
                       workers=a.workers, scheduler=a.scheduler, overrides=_overrides(a.params), force=a.force,
                       kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, report=not a.no_report, n_boot=a.n_boot,
-                      dry_run=a.dry_run)
+                      dry_run=a.dry_run, dedupe=a.dedupe)
         if a.dry_run: return 0
         if s['failed'] or s['missing']: return 1
         if a.verify: return _verify(s['out_dir'], a.verify)

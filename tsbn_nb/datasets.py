@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import TsbnError, hash_strings, atomic_write_text
+from .dicom import HASH_STORE, file_hashes
 
 # %% auto #0
 __all__ = ['BIRADS_VALUES', 'BIRADS_MAPS', 'COLUMNS', 'normalize_birads', 'resolve_birads_map', 'parse_inbreast_filename',
@@ -115,26 +116,44 @@ def _cell(v) -> str:
     if isinstance(v, (float, np.floating)) and float(v).is_integer(): return str(int(v))
     return str(v).strip()
 
-def _read_csv_rows(path:Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    "(header, [(line number, cells)]) of a ';' (or ',') separated file."
+_MAGIC = ((b'\x89PNG', 'a PNG image'), (b'\xff\xd8\xff', 'a JPEG image'), (b'II*\x00', 'a TIFF image'),
+          (b'MM\x00*', 'a TIFF image'), (b'PK\x03\x04', 'a ZIP archive (an .xlsx sheet?)'),
+          (b'\xd0\xcf\x11\xe0', 'an Excel .xls sheet'), (b'\x1f\x8b', 'a gzip archive'), (b'%PDF', 'a PDF document'))
+
+def _binary_kind(raw:bytes) -> str|None:
+    "What a binary file is ('a DICOM image', 'a PNG image', ..., 'binary data'), or None for text."
+    if raw[128:132] == b'DICM': return 'a DICOM image'
+    for magic, what in _MAGIC:
+        if raw.startswith(magic): return what
+    return 'binary data' if b'\x00' in raw[:65536] else None
+
+def _read_csv_rows(path:Path, what:str='a CSV table', fix:str='') -> tuple[list[str], list[tuple[int, list[str]]]]:
+    "(header, [(line number, cells)]) of a ';' (or ',') separated file; a `TsbnError` '`path` is not `what`: `fix`' otherwise."
     raw = path.read_bytes()
-    try: text = raw.decode('utf-8-sig')
-    except UnicodeDecodeError: text = raw.decode('latin-1')
+    if raw.startswith((b'\xff\xfe', b'\xfe\xff')): text = raw.decode('utf-16')      # Excel's "Unicode text"
+    else:
+        kind = _binary_kind(raw)
+        if kind: raise TsbnError(f"{path} is not {what} (it is {kind}){': ' + fix if fix else ''}")
+        try: text = raw.decode('utf-8-sig')
+        except UnicodeDecodeError: text = raw.decode('latin-1')
     first = next((l for l in text.splitlines() if l.strip()), '')
     delim = ';' if ';' in first else (',' if ',' in first else '\t')
     reader = csv.reader(io.StringIO(text), delimiter=delim)
     header, rows = None, []
-    for cells in reader:
-        cells = [c.strip() for c in cells]
-        if not any(cells): continue
-        if header is None:
-            while cells and not cells[-1]: cells.pop()
-            header = cells; continue
-        extra = cells[len(header):]
-        if any(extra):
-            raise TsbnError(f"{path} line {reader.line_num} has {len(cells)} fields but the header has {len(header)}: "
-                            f"check the separator ({delim!r}) on that line")
-        rows.append((reader.line_num, (cells + [''] * len(header))[:len(header)]))
+    try:
+        for cells in reader:
+            cells = [c.strip() for c in cells]
+            if not any(cells): continue
+            if header is None:
+                while cells and not cells[-1]: cells.pop()
+                header = cells; continue
+            extra = cells[len(header):]
+            if any(extra):
+                raise TsbnError(f"{path} line {reader.line_num} has {len(cells)} fields but the header has {len(header)}: "
+                                f"check the separator ({delim!r}) on that line")
+            rows.append((reader.line_num, (cells + [''] * len(header))[:len(header)]))
+    except csv.Error as e:
+        raise TsbnError(f"{path} is not {what} (line {reader.line_num}: {e}){': ' + fix if fix else ''}") from None
     return header or [], rows
 
 def read_inbreast_table(path) -> pd.DataFrame:
@@ -147,7 +166,8 @@ def read_inbreast_table(path) -> pd.DataFrame:
         header = [str(c).strip() for c in raw.columns]
         rows = [(i + 2, [_cell(v) for v in r]) for i, r in enumerate(raw.itertuples(index=False))]
     else:
-        header, rows = _read_csv_rows(path)
+        header, rows = _read_csv_rows(path, 'the INbreast table (a ;-separated text file)',
+                                      "replace it with INbreast.csv (or INbreast.xls) from the INbreast release")
     keys = [_key(c) for c in header]
     missing = [name for k, name in (('filename', 'File Name'), ('birads', 'Bi-Rads')) if k not in keys]
     if missing:
@@ -166,7 +186,7 @@ def read_inbreast_table(path) -> pd.DataFrame:
     return pd.DataFrame(out, columns=['row', 'image_id', 'birads_raw', 'laterality', 'view', 'acr'])
 
 # %% ../nbs/02_datasets.ipynb #b534a73d
-COLUMNS = ['image_id', 'path', 'birads', 'label', 'patient_id', 'laterality', 'view', 'acr']  # every loader's output
+COLUMNS = ['image_id', 'path', 'birads', 'label', 'patient_id', 'laterality', 'view', 'acr', 'content_hash']  # every loader's output
 
 def find_inbreast_table(data_dir) -> Path|None:
     "INbreast.csv (preferred) or INbreast.xls/.xlsx in `data_dir` (any case), or None."
@@ -188,21 +208,39 @@ def _apply_birads(table:pd.DataFrame, bmap:dict, map_name:str, source) -> pd.Dat
     birads_norm, labels = [], []
     for r in table.itertuples(index=False):
         b = normalize_birads(r.birads_raw)
-        if b is None or b not in bmap:
-            why = 'is not a BI-RADS category' if b is None else f"is not covered by the mapping {map_name!r}"
-            raise TsbnError(f"{source} row {r.row} (File Name {r.image_id}): BI-RADS value {r.birads_raw!r} {why}; "
-                            f"valid values: {valid}. Fix the row, or pass a birads_map that covers it.")
+        where = f"{source} row {r.row} (File Name {r.image_id}): BI-RADS value {r.birads_raw!r}"
+        if b is None:
+            raise TsbnError(f"{where} is not a BI-RADS category (valid: {', '.join(BIRADS_VALUES)}): correct that "
+                            "cell, or delete the row to leave the image out")
+        if b not in bmap:
+            covering = [n for n, m in BIRADS_MAPS.items() if b in m]
+            raise TsbnError(f"{where} is not covered by the mapping {map_name!r} (it maps {valid}): add {b!r} to the "
+                            f"mapping, or use one that covers it ({', '.join(covering)}; command line --birads-map "
+                            "or -p birads_map=...)")
         birads_norm.append(b); labels.append(bmap[b])
     return table.assign(birads=birads_norm, label=pd.array(labels, dtype='Int64'))
 
 # %% ../nbs/02_datasets.ipynb #0148818a
-def data_fingerprint(df:pd.DataFrame) -> str:
-    "A 16-hex fingerprint of the data a run used: sorted image ids with file sizes and labels."
-    items = []
-    for r in df.sort_values('image_id', kind='stable').itertuples(index=False):
-        size = os.path.getsize(r.path) if os.path.exists(r.path) else -1
-        items.append(f"{r.image_id}:{size}:{int(r.label)}")
-    return hash_strings(items)
+def _cache_home(data_dir) -> Path:
+    "$TSBN_CACHE if set, else `<data_dir>/.tsbn_cache`."
+    env = os.environ.get('TSBN_CACHE', '').strip()
+    return Path(env).expanduser() if env else Path(data_dir) / '.tsbn_cache'
+
+def _hash_store(cache_dir, data_dir) -> Path|None:
+    "The content-hash store in `cache_dir` (default: `_cache_home(data_dir)`), or None when it cannot be written."
+    d = Path(cache_dir).expanduser() if cache_dir else _cache_home(data_dir)
+    try: d.mkdir(parents=True, exist_ok=True)
+    except OSError: return None
+    return d / HASH_STORE if os.access(d, os.W_OK) else None
+
+def data_fingerprint(df:pd.DataFrame, # a loaded dataset (columns `COLUMNS`)
+                     store=None, # hash store for files whose content_hash is not in `df` yet
+                    ) -> str:
+    "A 16-hex fingerprint of the data a run used: sorted image ids with their content hash, label, patient and laterality."
+    hashes = df['content_hash'].tolist() if 'content_hash' in df else file_hashes(df.path.tolist(), store)
+    rows = sorted(zip(df.image_id.astype(str), hashes, df.label.astype(int), df.patient_id.astype(str),
+                      df.laterality.astype(str) if 'laterality' in df else [''] * len(df)))
+    return hash_strings(f"{i}:{h}:{lab}:{p}:{lat}" for i, h, lab, p, lat in rows)
 
 def check_classes(df:pd.DataFrame, what:str='the dataset') -> pd.DataFrame:
     "Raise a TsbnError unless `df` has at least one benign and one malignant image; return `df`."
@@ -213,10 +251,43 @@ def check_classes(df:pd.DataFrame, what:str='the dataset') -> pd.DataFrame:
                         "Check the labels / BI-RADS column and the birads_map setting.")
     return df
 
+def _drop_duplicates(df:pd.DataFrame, # rows in file order with columns path, label, content_hash
+                     where, # row index -> how the user finds that row, e.g. "line 3 (imgs/x.png)"
+                     source, # the table, for the message
+                     dedupe:bool, # keep the first of each duplicate (with a warning) instead of raising
+                    ) -> pd.DataFrame:
+    "`df` without rows that repeat an earlier image (same resolved path, or same content hash)."
+    first, drop, lines, clash = {}, [], [], []
+    for i, (p, h, lab) in enumerate(zip(df.path, df.content_hash, df.label)):
+        keys = [(k, why) for k, why in ((('path', os.path.realpath(p)), 'the same file as'),
+                                        (('hash', h), 'an identical copy of')) if k[1] is not None]
+        if os.path.getsize(p) == 0: keys = keys[:1]              # empty files are all alike; reading them says what is wrong
+        hit = next(((first[k], why) for k, why in keys if k in first), None)
+        if hit is None:
+            for k, _ in keys: first[k] = i
+            continue
+        j, why = hit
+        drop.append(i); lines.append(f"{where(i)} is {why} {where(j)}")
+        if int(df.label.iloc[j]) != int(lab): clash.append(lines[-1] + f" but labelled {int(lab)}, not {int(df.label.iloc[j])}")
+    if not drop: return df
+    show = lambda xs: '; '.join(xs[:10]) + (f"; ... ({len(xs)} in all)" if len(xs) > 10 else '')
+    if clash:
+        raise TsbnError(f"{source}: the same image is listed with two labels: {show(clash)}. Correct the label, "
+                        "then remove the extra row")
+    msg = f"{source}: {len(drop)} image(s) listed twice: {show(lines)}"
+    if not dedupe:
+        raise TsbnError(msg + ". A duplicate is counted twice and can land in a training fold and the test fold at "
+                        "once. Remove the extra rows, or pass dedupe=True (command line --dedupe) to keep the first of each")
+    warnings.warn(msg + ': keeping the first of each (dedupe=True)')
+    return df.drop(index=df.index[drop])
+
 # %% ../nbs/02_datasets.ipynb #30e5e482
 def load_inbreast(data_dir, # folder with INbreast.csv (or .xls) and AllDICOMs/
                   birads_map='paper', # mapping name (see BIRADS_MAPS) or {BI-RADS: 0 | 1 | None}
                   skip_bad:bool=False, # drop rows whose DICOM is missing (with a warning) instead of failing
+                  dedupe:bool=False, # keep the first of an image listed twice (same file or same bytes) instead of failing
+                  cache_dir=None, # folder of the content-hash store (default: `default_cache_dir`)
+                  hash_files:bool=True, # read the files the hash store does not know (False: their content_hash stays empty)
                  ) -> pd.DataFrame:
     "The INbreast images used for classification: one row per kept image, columns `COLUMNS`; bookkeeping in `.attrs`."
     data_dir = Path(data_dir)
@@ -252,28 +323,35 @@ def load_inbreast(data_dir, # folder with INbreast.csv (or .xls) and AllDICOMs/
                           f"{', '.join(bad.image_id[:10])}; using the file name")
     n_patients_total = m.patient_id.dropna().nunique()
     excl = m[~kept]
-    df = m[kept & m.path.notna()].copy()
+    used = m[kept & m.path.notna()].reset_index(drop=True)
+    used['content_hash'] = file_hashes(used.path.tolist(), _hash_store(cache_dir, data_dir), read=hash_files)
+    df = _drop_duplicates(used, lambda i: f"row {used.row.iloc[i]} (File Name {used.image_id.iloc[i]})", table_path, dedupe)
     df['label'] = df['label'].astype('int64')
     df = df[COLUMNS].sort_values('image_id', kind='stable').reset_index(drop=True)
     df.attrs.update(kind='inbreast', source=str(table_path), data_dir=str(data_dir), birads_map=map_name,
                     birads_desc=_map_desc(bmap), n_total=len(table), n_excluded=len(excl),
                     excluded_birads=dict(sorted(Counter(excl.birads).items())),
                     birads_counts=dict(sorted(Counter(m.birads).items())), n_patients_total=int(n_patients_total),
-                    n_missing=len(missing), missing=missing.image_id.tolist(), unlisted_dicoms=unlisted)
+                    n_missing=len(missing), missing=missing.image_id.tolist(), unlisted_dicoms=unlisted,
+                    n_duplicates=len(used) - len(df))
     check_classes(df, f"{data_dir}")
     df.attrs['fingerprint'] = data_fingerprint(df)
     return df
 
 # %% ../nbs/02_datasets.ipynb #fb6c8e65
 _LABELS = {'0': 0, '1': 1, '0.0': 0, '1.0': 1, 'benign': 0, 'malignant': 1}
+_NOT_MANIFEST = "give an INbreast folder, a folder with manifest.csv, or a .csv file"
 
 def load_manifest(csv_path, # CSV with columns path,label [,patient_id,laterality,view,image_id]
                   skip_bad:bool=False, # drop rows whose file is missing (with a warning) instead of failing
+                  dedupe:bool=False, # keep the first of an image listed twice (same file or same bytes) instead of failing
+                  cache_dir=None, # folder of the content-hash store (default: `default_cache_dir`)
+                  hash_files:bool=True, # read the files the hash store does not know (False: their content_hash stays empty)
                  ) -> pd.DataFrame:
     "The images listed in a manifest CSV, columns `COLUMNS` (birads and acr empty)."
     csv_path = Path(csv_path)
     if not csv_path.is_file(): raise TsbnError(f"manifest {csv_path} does not exist. {_LAYOUTS}")
-    header, rows = _read_csv_rows(csv_path)
+    header, rows = _read_csv_rows(csv_path, 'a CSV manifest', _NOT_MANIFEST)
     keys = [_key(c) for c in header]
     lack = [c for c in ('path', 'label') if c not in keys]
     if lack:
@@ -299,7 +377,10 @@ def load_manifest(csv_path, # CSV with columns path,label [,patient_id,lateralit
                + ', '.join(f"line {m['_line']}: {m['path']}" for m in missing[:10]))
         if not skip_bad: raise TsbnError(msg + '. Fix the paths (relative paths start at the manifest\'s folder) or pass skip_bad=True (--skip-bad).')
         warnings.warn(msg + ': skipped because skip_bad=True')
-    df = pd.DataFrame(recs, columns=COLUMNS + ['_rel', '_line'])
+    listed = pd.DataFrame(recs, columns=COLUMNS + ['_rel', '_line'])
+    listed['content_hash'] = file_hashes(listed.path.tolist(), _hash_store(cache_dir, csv_path.parent), read=hash_files)
+    df = _drop_duplicates(listed, lambda i: f"line {listed._line.iloc[i]} ({listed._rel.iloc[i]})",
+                          f"manifest {csv_path}", dedupe).reset_index(drop=True)
     if len(df) and (df.image_id == '').any():
         stems = df.path.map(lambda s: Path(s).stem)
         auto = stems if not stems.duplicated().any() else df._rel
@@ -317,7 +398,7 @@ def load_manifest(csv_path, # CSV with columns path,label [,patient_id,lateralit
     df.attrs.update(kind='manifest', source=str(csv_path), data_dir=str(csv_path.parent), birads_map='-',
                     birads_desc='labels from the manifest', n_total=len(rows), n_excluded=0, excluded_birads={},
                     n_patients_total=int(df.patient_id.nunique()), n_missing=len(missing),
-                    missing=[m['path'] for m in missing], unlisted_dicoms=[])
+                    missing=[m['path'] for m in missing], unlisted_dicoms=[], n_duplicates=len(listed) - len(df))
     check_classes(df, f"manifest {csv_path}")
     df.attrs['fingerprint'] = data_fingerprint(df)
     return df
@@ -327,6 +408,9 @@ def load_dataset(data, # an INbreast folder, a folder with manifest.csv, or a ma
                  kind:str='auto', # 'auto' | 'inbreast' | 'manifest'
                  birads_map='paper', # INbreast only: mapping name or dict
                  skip_bad:bool=False, # drop images whose file is missing (with a warning)
+                 dedupe:bool=False, # keep the first of an image listed twice (same file or same bytes) instead of failing
+                 cache_dir=None, # folder of the content-hash store (default: `default_cache_dir`)
+                 hash_files:bool=True, # read the files the hash store does not know (False: their content_hash stays empty)
                 ) -> pd.DataFrame:
     "Load a dataset in either accepted layout; columns `COLUMNS`, bookkeeping in `.attrs`."
     p = Path(data)
@@ -335,12 +419,12 @@ def load_dataset(data, # an INbreast folder, a folder with manifest.csv, or a ma
         raise TsbnError(f"kind={kind!r}: use auto, inbreast or manifest")
     if p.is_file():
         if p.name.lower() in ('inbreast.csv', 'inbreast.xls', 'inbreast.xlsx') and kind != 'manifest':
-            return load_inbreast(p.parent, birads_map, skip_bad)
+            return load_inbreast(p.parent, birads_map, skip_bad, dedupe, cache_dir, hash_files)
         if kind == 'inbreast': raise TsbnError(f"{p} is a file: give the INbreast folder that holds INbreast.csv and AllDICOMs/")
-        return load_manifest(p, skip_bad)
+        return load_manifest(p, skip_bad, dedupe, cache_dir, hash_files)
     if kind == 'inbreast' or (kind == 'auto' and find_inbreast_table(p) is not None):
-        return load_inbreast(p, birads_map, skip_bad)
-    if (p/'manifest.csv').is_file(): return load_manifest(p/'manifest.csv', skip_bad)
+        return load_inbreast(p, birads_map, skip_bad, dedupe, cache_dir, hash_files)
+    if (p/'manifest.csv').is_file(): return load_manifest(p/'manifest.csv', skip_bad, dedupe, cache_dir, hash_files)
     raise TsbnError(f"{p} holds neither INbreast.csv / INbreast.xls nor manifest.csv. {_LAYOUTS}")
 
 # %% ../nbs/02_datasets.ipynb #cfbfbc19
@@ -504,8 +588,7 @@ class MammoDataset(Dataset):
 # %% ../nbs/02_datasets.ipynb #e740c7eb
 def default_cache_dir(df:pd.DataFrame) -> Path:
     "$TSBN_CACHE if set, else `<data folder>/.tsbn_cache`."
-    env = os.environ.get('TSBN_CACHE', '').strip()
-    return Path(env).expanduser() if env else Path(df.attrs.get('data_dir', '.')) / '.tsbn_cache'
+    return _cache_home(df.attrs.get('data_dir', '.'))
 
 def prepare_data(data, # data folder or manifest (see `load_dataset`)
                  cfg, # a `Config`: height, width, birads_map are used
@@ -514,9 +597,14 @@ def prepare_data(data, # data folder or manifest (see `load_dataset`)
                  skip_bad:bool=False, # drop missing / unreadable images with a warning instead of failing
                  progress=True, # progress bar while building the cache
                  workers=None, # decoding processes (None: chosen by build_cache)
+                 dedupe:bool=False, # keep the first of an image listed twice (same file or same bytes) instead of failing
                 ) -> tuple[pd.DataFrame, np.ndarray]:
     "(df, images): the dataset table and its preprocessed images (N,H,W) float16, row i of one is row i of the other."
-    df = load_dataset(data, kind, cfg.birads_map, skip_bad)
+    load = lambda hash_files: load_dataset(data, kind, cfg.birads_map, skip_bad, dedupe, cache_dir, hash_files)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter('always')
+        df = load(False)                     # files the hash store does not know are hashed by the cache build
+    for w in said: warnings.warn(w.message, stacklevel=2)
     from tsbn_nb.dicom import PreprocParams, build_cache
     params = PreprocParams(cfg.height, cfg.width)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(df)
@@ -526,23 +614,38 @@ def prepare_data(data, # data folder or manifest (see `load_dataset`)
     if not os.access(cache_dir, os.W_OK):
         raise TsbnError(f"the cache folder {cache_dir} is not writable: pass cache_dir (--cache-dir) or set TSBN_CACHE")
     lats = [l or None for l in df.laterality]
-    cache = build_cache(df.path.tolist(), lats, params, cache_dir, skip_bad=skip_bad, workers=workers, progress=progress)
-    ok = np.asarray(cache.ok, dtype=bool)
+    cache = build_cache(df.path.tolist(), lats, params, cache_dir, skip_bad=skip_bad, workers=workers, progress=progress,
+                        hashes=df.content_hash.tolist())
+    built = dict(zip(cache.all_paths, cache.hashes))
+    if df.content_hash.isna().any():         # first sight of some files: with all hashes known, look for copies again
+        with warnings.catch_warnings(record=True) as more:
+            warnings.simplefilter('always')
+            df = load(True)
+        for w in more:
+            if str(w.message) not in {str(x.message) for x in said}: warnings.warn(w.message, stacklevel=2)
+        moved = [p for p, h in zip(df.path, df.content_hash) if built.get(p) != h]
+        if moved: raise TsbnError(f"{len(moved)} file(s) changed while the data were being prepared: "
+                                  f"{', '.join(moved[:5])}: run again once the data are no longer being written")
+    pos = {p: i for i, p in enumerate(cache.paths)}
     failed = [(str(p), str(m)) for p, m in cache.failed]
     attrs = dict(df.attrs)
-    if not ok.all(): df = df[ok].reset_index(drop=True)   # build_cache has warned about each one (skip_bad=True)
+    keep = df.path.isin(pos)
+    if not keep.all(): df = df[keep].reset_index(drop=True)   # build_cache has warned about each one (skip_bad=True)
     df.attrs = attrs
-    if len(df) != len(cache.images):
-        raise RuntimeError(f"cache has {len(cache.images)} images for {len(df)} rows")  # a bug, not user input
-    df.attrs.update(n_failed=len(failed), failed=failed, cache_dir=str(cache_dir), preproc=params.key())
+    rows = [pos[p] for p in df.path]
+    images = cache.images if rows == list(range(len(cache.paths))) else cache.images[rows]   # a copy: dedupe dropped rows
+    df.attrs.update(n_failed=len(failed), failed=failed, cache_dir=str(cache_dir), cache_key=cache.key,
+                    preproc=params.key())
     check_classes(df, f"{data} after dropping unreadable images")
     df.attrs['fingerprint'] = data_fingerprint(df)
-    return df, cache.images
+    return df, images
 
 # %% ../nbs/02_datasets.ipynb #de627cea
-def dataset_info(data, kind:str='auto', n_folds:int=5, seed:int=0, group_by_patient:bool=True, birads_map='paper') -> str:
+def dataset_info(data, kind:str='auto', n_folds:int=5, seed:int=0, group_by_patient:bool=True, birads_map='paper',
+                 dedupe:bool=False, # keep the first of an image listed twice instead of failing
+                ) -> str:
     "A human-readable summary of a dataset and its folds."
-    df = load_dataset(data, kind, birads_map)
+    df = load_dataset(data, kind, birads_map, dedupe=dedupe)
     a = df.attrs
     cnt = lambda s: ', '.join(f"{k} {v}" for k, v in sorted(Counter(s).items()) if k) or '-'
     excl = a['n_excluded']
@@ -555,6 +658,7 @@ def dataset_info(data, kind:str='auto', n_folds:int=5, seed:int=0, group_by_pati
              f"malignant:   {int((df.label == 1).sum())}",
              f"excluded:    {excl}" + (f" ({ex_detail})" if excl else '')]
     if a.get('birads_counts'): lines.append(f"BI-RADS:     {', '.join(f'{b}: {n}' for b, n in a['birads_counts'].items())}")
+    if a.get('n_duplicates'): lines.append(f"duplicates:  {a['n_duplicates']} (left out: dedupe)")
     lines += [f"used:        {len(df)} images of {df.patient_id.nunique()} patients",
               f"views:       {cnt(df.view)}; laterality: {cnt(df.laterality)}",
               f"fingerprint: {a['fingerprint']}", '']

@@ -4,8 +4,9 @@
 
 # %% ../nbs/01_dicom.ipynb #0eb6b218
 from __future__ import annotations
-import json, math, os, shutil, sys, tempfile, time, uuid, warnings
-from concurrent.futures import ProcessPoolExecutor
+import json, math, os, re, shutil, socket, stat, struct, sys, tempfile, time, uuid, warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -17,11 +18,14 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 from .core import TsbnError, atomic_write_json, hash_strings
+try: import xxhash
+except ImportError: xxhash = None   # a dependency in settings.ini; `content_hash` says how to install it
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'save_dicom', 'grey_lut', 'apply_lut', 'read_mammogram', 'otsu_threshold', 'segment_breast',
-           'mask_bbox', 'crop_to_mask', 'chest_wall_side', 'orient', 'resize_weights', 'resize_image', 'PreprocParams',
-           'preprocess_with_info', 'preprocess', 'cache_key', 'ImageCache', 'build_cache']
+__all__ = ['HASH_STORE', 'CACHE_VERSION', 'CACHE_MAX_AGE_DAYS', 'save_dicom', 'grey_lut', 'apply_lut', 'read_mammogram',
+           'otsu_threshold', 'segment_breast', 'mask_bbox', 'crop_to_mask', 'chest_wall_side', 'orient',
+           'resize_weights', 'resize_image', 'PreprocParams', 'preprocess_with_info', 'preprocess', 'content_hash',
+           'file_signature', 'file_hashes', 'cache_key', 'ImageCache', 'prune_cache', 'build_cache']
 
 # %% ../nbs/01_dicom.ipynb #293bab9e
 _MG_FOR_PRESENTATION = UID('1.2.840.10008.5.1.4.1.1.1.2')
@@ -138,6 +142,45 @@ def _check_decoder(path, ds):
     except NotImplementedError: raise _no_decoder_error(path, UID(uid)) from None
     if not dec.is_available: raise _no_decoder_error(path, UID(uid))
 
+# %% ../nbs/01_dicom.ipynb #33776058
+_CODEC_MAGIC = {'JPEG 2000': (b'\xff\x4f\xff\x51', b'\x00\x00\x00\x0cjP  '), 'JPEG': (b'\xff\xd8',)}
+
+def _codec_family(uid:UID) -> str|None:
+    "'JPEG 2000' | 'JPEG' (JPEG-LS too) | 'RLE' for a compressed transfer syntax, else None."
+    u = str(uid)
+    if u in ('1.2.840.10008.1.2.4.90', '1.2.840.10008.1.2.4.91', '1.2.840.10008.1.2.4.92', '1.2.840.10008.1.2.4.93',
+             '1.2.840.10008.1.2.4.201', '1.2.840.10008.1.2.4.202', '1.2.840.10008.1.2.4.203'): return 'JPEG 2000'
+    if u in ('1.2.840.10008.1.2.4.50', '1.2.840.10008.1.2.4.51', '1.2.840.10008.1.2.4.57', '1.2.840.10008.1.2.4.70',
+             '1.2.840.10008.1.2.4.80', '1.2.840.10008.1.2.4.81'): return 'JPEG'
+    return 'RLE' if u == '1.2.840.10008.1.2.5' else None
+
+def _first_fragment(data:bytes) -> bytes|None:
+    "The first bytes of the first fragment of encapsulated pixel data (after the Basic Offset Table), else None."
+    pos = 0
+    for item in range(2):
+        if len(data) < pos + 8 or data[pos:pos + 4] != b'\xfe\xff\x00\xe0': return None
+        n = struct.unpack_from('<I', data, pos + 4)[0]
+        if item == 1: return bytes(data[pos + 8:pos + 8 + min(n, 64)])
+        pos += 8 + n
+
+def _codec_mismatch(ds) -> str|None:
+    "Why `ds`'s pixel data cannot be what its transfer syntax says (not encapsulated, wrong magic), else None."
+    uid = UID(ds.file_meta.get('TransferSyntaxUID', '')) if hasattr(ds, 'file_meta') else None
+    fam = _codec_family(uid) if uid else None
+    if fam is None or 'PixelData' not in ds: return None
+    said = f"its header says the pixel data is {uid.name} (transfer syntax {uid})"
+    if not ds['PixelData'].is_undefined_length:
+        return (f"{said}, but the pixel data is stored uncompressed (not encapsulated): the transfer syntax in the "
+                "header is wrong. Export the file again from its source, or set its TransferSyntaxUID to the "
+                "uncompressed one it was written with (e.g. 1.2.840.10008.1.2.1)")
+    head = _first_fragment(ds.PixelData)
+    if head is None: return None
+    if fam == 'RLE': ok = len(head) >= 8 and 1 <= struct.unpack_from('<I', head)[0] <= 15 and struct.unpack_from('<I', head, 4)[0] == 64
+    else: ok = any(head.startswith(m) for m in _CODEC_MAGIC[fam])
+    if ok: return None
+    return (f"{said}, but its pixel data is not a {fam} stream (it starts with {head[:8].hex(' ')}): the header "
+            "names the wrong compression or the pixel data was overwritten. Export the file again from its source")
+
 # %% ../nbs/01_dicom.ipynb #783f55b1
 _DICOM_SUFFIXES = ('.dcm', '.dicom', '.dic')
 
@@ -194,6 +237,8 @@ def _read_dicom(path:Path, voi:bool, forced:bool) -> tuple[np.ndarray, dict]:
     try: arr = ds.pixel_array
     except Exception as e:
         if 'missing dependencies' in str(e): raise _no_decoder_error(path, UID(ds.file_meta.TransferSyntaxUID)) from None
+        wrong = _codec_mismatch(ds)
+        if wrong: raise TsbnError(f"{path}: {wrong}") from None
         raise TsbnError(f"{path}: its pixel data cannot be decoded ({type(e).__name__}: {e}); the file is "
                         "probably truncated or corrupt: copy or download it again") from None
     lut, lo, kind = grey_lut(ds, voi)
@@ -242,6 +287,10 @@ def _read_raster(path:Path, fmt:str|None) -> tuple[np.ndarray, dict]:
     return _to_unit(a, path), dict(format=kind)
 
 # %% ../nbs/01_dicom.ipynb #1a3a6e9a
+def _with_path(path, msg:str) -> str:
+    "`msg` prefixed with `path` unless it names the file already."
+    return msg if str(path) in msg else f"{path}: {msg}"
+
 def read_mammogram(path,            # DICOM (.dcm or DICM magic), PNG, PGM, TIFF, JPEG or BMP file
                    voi:bool=True    # DICOM: apply the VOI LUT / window when present (see `grey_lut`)
                   ) -> tuple[np.ndarray, dict]:
@@ -251,11 +300,16 @@ def read_mammogram(path,            # DICOM (.dcm or DICM magic), PNG, PGM, TIFF
     if path.is_dir(): raise TsbnError(f"{path}: is a folder, not an image file")
     if path.stat().st_size == 0: raise TsbnError(f"{path}: the file is empty (0 bytes); copy or download it again")
     fmt = _sniff(path)
-    if fmt in ('dicom', 'dicom-no-preamble'): return _read_dicom(path, voi, forced=fmt != 'dicom')
-    img, meta = _read_raster(path, fmt)
-    base = dict(laterality=None, view=None, view_raw=None, format='image', transfer_syntax=None,
-                transfer_syntax_name=None, photometric=None, bits_stored=None, voi=None, chest_wall=None)
-    return img, {**base, **meta, 'shape': tuple(img.shape)}
+    with warnings.catch_warnings(record=True) as caught:   # the readers' warnings, re-issued once with the file name
+        warnings.simplefilter('always')
+        if fmt in ('dicom', 'dicom-no-preamble'): img, meta = _read_dicom(path, voi, forced=fmt != 'dicom')
+        else:
+            img, meta = _read_raster(path, fmt)
+            base = dict(laterality=None, view=None, view_raw=None, format='image', transfer_syntax=None,
+                        transfer_syntax_name=None, photometric=None, bits_stored=None, voi=None, chest_wall=None)
+            meta = {**base, **meta, 'shape': tuple(img.shape)}
+    for msg in dict.fromkeys(str(w.message).strip() for w in caught): warnings.warn(_with_path(path, msg), stacklevel=2)
+    return img, meta
 
 # %% ../nbs/01_dicom.ipynb #287ef47c
 def otsu_threshold(img:np.ndarray, # (H,W) image
@@ -406,7 +460,7 @@ def preprocess_with_info(img:np.ndarray,           # (H,W) float image in [0,1]
     small = img[::s, ::s]
     if not small.size or small.min() == small.max() and img.min() == img.max():
         raise TsbnError(f"the image has no contrast (every pixel is {img.flat[0] if img.size else 'missing'}): "
-                        "the file is blank or its window is wrong; check it or pass voi=False")
+                        "the file is blank, or its display window (WindowCenter/WindowWidth or VOI LUT) maps every pixel to one value; check it in a DICOM viewer, then replace the file or leave it out (skip_bad=True, command line --skip-bad)")
     box, sbox = (0, H, 0, W), (0, small.shape[0], 0, small.shape[1])
     if params.segment:
         b = mask_bbox(segment_breast(small, params.threshold))
@@ -433,26 +487,97 @@ def preprocess(img:np.ndarray,          # (H,W) float image in [0,1] (from `read
     "float32 (params.height, params.width) in [0,1]: segment -> crop -> orient -> resize."
     return preprocess_with_info(img, laterality, params, chest_wall)[0]
 
-# %% ../nbs/01_dicom.ipynb #1846d251
-CACHE_VERSION = 1   # bump when preprocessing changes in a way the parameters do not show
+# %% ../nbs/01_dicom.ipynb #0a18d54c
+HASH_STORE = 'file-hashes.json'   # file name of the hash store inside a cache folder
+_RACY_NS = 2 * 10**9               # a file changed this recently (ns) is hashed again next time, not remembered
+_CHUNK = 1 << 20
 
-def _fingerprint(p:str) -> tuple[str, int, int]:
-    "(absolute path, size, mtime_ns) of a file; (path, -1, -1) when it is missing."
-    a = os.path.abspath(p)
-    try: st = os.stat(a)
-    except OSError: return a, -1, -1
-    return a, int(st.st_size), int(st.st_mtime_ns)
+def content_hash(path) -> str:
+    "XXH3-128 of the file's bytes as 32 hex digits."
+    if xxhash is None:
+        raise TsbnError("the package xxhash is not installed (tsbn identifies images by their xxh3-128 content hash): "
+                        "`pip install xxhash`, or reinstall tsbn_nb with `pip install -e .`")
+    h, buf = xxhash.xxh3_128(), bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, 'rb', buffering=0) as f:
+        while n := f.readinto(buf): h.update(view[:n])
+    return h.hexdigest()
+
+def file_signature(path) -> tuple|None:
+    "(resolved path, size, mtime_ns, ctime_ns, inode) of a regular file, or None when it is missing or not a file."
+    rp = os.path.realpath(os.fspath(path))
+    try: st = os.stat(rp)
+    except OSError: return None
+    if not stat.S_ISREG(st.st_mode): return None
+    return rp, int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)
+
+def _read_store(store:Path) -> dict:
+    "{resolved path: [size, mtime_ns, ctime_ns, inode, hash]} from a hash store; {} when absent or unreadable."
+    try: d = json.loads(Path(store).read_text(encoding='utf-8'))
+    except (OSError, ValueError): return {}
+    files = d.get('files') if isinstance(d, dict) and d.get('algorithm') == 'xxh3_128' else None
+    return files if isinstance(files, dict) else {}
+
+def _write_store(store:Path, new:dict):
+    "Merge `new` into the store on disk (atomic replace); forget files that no longer exist. Failures are ignored."
+    try:
+        files = {**_read_store(store), **new}
+        files = {p: v for p, v in files.items() if p in new or os.path.isfile(p)}
+        atomic_write_json(store, dict(format='tsbn file hashes', algorithm='xxh3_128', files=files))
+    except OSError: pass                         # a read-only cache folder: hashes are simply not remembered
+
+def _remember(store, sigs, hashes, t0_ns:int):
+    "Put the hashes of files whose signature `sigs` was taken before hashing (at `t0_ns`) and still holds into `store`."
+    new = {}
+    for sig, h in zip(sigs, hashes):
+        if sig is not None and h is not None and max(sig[2], sig[3]) < t0_ns - _RACY_NS and file_signature(sig[0]) == sig:
+            new[sig[0]] = [*sig[1:], h]
+    if new and store is not None: _write_store(Path(store), new)
+
+def file_hashes(paths,          # files to identify
+                store=None,     # JSON hash store (e.g. `cache_dir/HASH_STORE`); None: hash everything, remember nothing
+                read:bool=True, # False: only what the store knows (None for the other files; nothing is read)
+               ) -> list:
+    "Content hash (`content_hash`) of every path, None for a missing or unreadable file; remembered in `store`."
+    paths = [os.fspath(p) for p in paths]
+    known = _read_store(store) if store is not None else {}
+    sigs = [file_signature(p) for p in paths]
+    out = [None] * len(paths)
+    todo = []
+    for i, sig in enumerate(sigs):
+        e = known.get(sig[0]) if sig is not None else None
+        if isinstance(e, list) and len(e) == 5 and tuple(e[:4]) == sig[1:]: out[i] = e[4]
+        elif sig is not None and read: todo.append(i)
+    def one(i):
+        t0 = time.time_ns()
+        try: h = content_hash(sigs[i][0])
+        except OSError: return None, None
+        fresh = file_signature(paths[i]) == sigs[i] and max(sigs[i][2], sigs[i][3]) < t0 - _RACY_NS
+        return h, fresh
+    with ThreadPoolExecutor(min(4, len(todo))) if len(todo) > 1 else nullcontext() as ex:
+        results = ex.map(one, todo) if ex else map(one, todo)     # threads overlap the reads of a cold disk
+        new = {}
+        for i, (h, fresh) in zip(todo, results):
+            out[i] = h
+            if fresh: new[sigs[i][0]] = [*sigs[i][1:], h]
+    if new and store is not None: _write_store(Path(store), new)
+    return out
+
+# %% ../nbs/01_dicom.ipynb #1846d251
+CACHE_VERSION = 2   # bump when preprocessing changes in a way the parameters do not show (2: content-hash keys)
 
 def cache_key(paths,                   # image files
               lateralities,            # 'L' | 'R' | None per path
               params:PreprocParams,
-              fingerprints=None        # `_fingerprint` of each path, when already taken
+              hashes=None              # `content_hash` of each path (None for a missing file), when already known
              ) -> str:
-    "Cache entry name '<H>x<W>-<hash>' of the parameters and every file's path, size, mtime and laterality."
+    "Cache entry name '<H>x<W>-<hash>' of the parameters and every file's path, content hash and laterality."
+    paths = [os.fspath(p) for p in paths]
+    hashes = file_hashes(paths) if hashes is None else list(hashes)
+    if len(hashes) != len(paths): raise TsbnError(f"cache_key got {len(paths)} paths but {len(hashes)} hashes")
     items = [f'v{CACHE_VERSION}', params.key()]
-    fps = fingerprints if fingerprints is not None else [_fingerprint(p) for p in paths]
-    for (a, size, mtime), lat in zip(fps, lateralities): items.append(f'{a}|{size}|{mtime}|{lat}')
-    return f'{params.height}x{params.width}-{hash_strings(items)}'
+    for p, h, lat in zip(paths, hashes, lateralities): items.append(f'{os.path.abspath(p)}|{h}|{lat}')
+    return f"{params.height}x{params.width}-{hash_strings(items)}"
 
 # %% ../nbs/01_dicom.ipynb #76a8fd79
 @dataclass
@@ -467,6 +592,7 @@ class ImageCache:
     meta: list                  # per image in `images`: laterality, view, format, crop box, flipped, ...
     params: PreprocParams       # the preprocessing parameters
     all_paths: list = field(default_factory=list)  # the N_input paths as given
+    hashes: list = field(default_factory=list)     # content hash of each of the N_input paths (None: missing)
     reused: bool = False        # True when the entry was already on disk
 
     def __len__(self): return len(self.paths)
@@ -477,7 +603,7 @@ class ImageCache:
 
 # %% ../nbs/01_dicom.ipynb #7d76cd09
 def _cache_one(job) -> tuple:
-    "Worker: (path, laterality, params dict) -> (float16 (H,W) | None, meta | None, error message | None)."
+    "Read + preprocess one file: (path, laterality, params dict) -> (float16 (H,W) | None, meta | None, error message | None)."
     path, lat, pdict = job
     params = PreprocParams(**pdict)
     try:
@@ -485,26 +611,38 @@ def _cache_one(job) -> tuple:
         out, info = preprocess_with_info(img, lat or meta['laterality'], params, chest_wall=meta.get('chest_wall'))
     except Exception as e:
         msg = str(e) if isinstance(e, TsbnError) else f"unexpected {type(e).__name__}: {e}"
-        return None, None, msg if str(path) in msg else f"{path}: {msg}"
+        return None, None, _with_path(path, msg)
     keep = ('laterality', 'view', 'view_raw', 'format', 'transfer_syntax', 'photometric', 'bits_stored', 'voi', 'shape')
     return out.astype(np.float16), {**{k: meta.get(k) for k in keep}, 'laterality_used': lat or meta['laterality'],
                                     **info}, None
+
+def _cache_job(job) -> tuple:
+    "Worker of `build_cache`: (path, laterality, params dict, hash it?) -> (`_cache_one`'s three, content hash, warnings)."
+    path, lat, pdict, want_hash = job
+    with warnings.catch_warnings(record=True) as caught:      # sent back to the parent, which issues them
+        warnings.simplefilter('always')
+        img, meta, err = _cache_one((path, lat, pdict))
+    seen = None
+    if want_hash:                                            # the bytes just decoded, still in the page cache
+        try: seen = content_hash(path)
+        except (OSError, TsbnError): pass
+    return img, meta, err, seen, [str(w.message) for w in caught]
 
 def _is_tty() -> bool:
     try: return sys.stderr.isatty()
     except (AttributeError, ValueError): return False
 
 def _run_jobs(jobs, workers, progress):
-    "Yield `_cache_one` results in the order of `jobs`, in this process or a spawn process pool."
+    "Yield `_cache_job` results in the order of `jobs`, in this process or a process pool."
     n = len(jobs)
     nw = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     nw = max(1, min(nw, n))
     bar = tqdm(total=n, desc='preprocessing mammograms', unit='img', disable=not (progress and _is_tty()))
     try:
         if nw == 1:
-            for job in jobs: r = _cache_one(job); bar.update(); yield r
+            for job in jobs: r = _cache_job(job); bar.update(); yield r
             return
-        from tsbn_nb.dicom import _cache_one as fn    # the library's function: workers can always unpickle it
+        from tsbn_nb.dicom import _cache_job as fn    # the library's function: workers can always unpickle it
         ex = ProcessPoolExecutor(nw)                   # the platform's start method (see the markdown above)
         try:
             for r in ex.map(fn, jobs, chunksize=1): bar.update(); yield r
@@ -512,38 +650,107 @@ def _run_jobs(jobs, workers, progress):
     finally: bar.close()
 
 # %% ../nbs/01_dicom.ipynb #78f7a319
+CACHE_MAX_AGE_DAYS = 30          # entries unused for this many days are deleted after a new build
+_STALE_S = 2 * 86400             # a temporary folder older than this is a leftover, whatever its owner file says
+_ENTRY = re.compile(r'\d+x\d+-[0-9a-f]{16}')
+
+class _Damaged(TsbnError): "A cache entry that exists but cannot be used."
+
 def _failure_text(failed, n) -> str:
     lines = '\n'.join(f"  - {m}" for _, m in failed[:20]) + (f"\n  … and {len(failed) - 20} more" if len(failed) > 20 else '')
     return f"{len(failed)} of {n} mammogram files could not be read:\n{lines}\n"
 
 def _load_entry(d:Path, params:PreprocParams) -> ImageCache:
+    "The entry in folder `d`; `_Damaged` when a file is missing, unreadable or inconsistent with the index."
     try:
         idx = json.loads((d/'index.json').read_text(encoding='utf-8'))
         images = np.load(d/'images.npy', mmap_mode='r')
+        n, ok, all_paths, meta = len(idx['paths']), np.array(idx['ok'], bool), idx['all_paths'], idx['meta']
+        failed, hashes = [tuple(f) for f in idx['failed']], idx['hashes']
     except Exception as e:
-        raise TsbnError(f"the image cache {d} is damaged ({type(e).__name__}: {e}): delete that folder and run again") from None
-    if images.shape != (len(idx['paths']), params.height, params.width) or images.dtype != np.float16:
-        raise TsbnError(f"the image cache {d} holds {images.dtype} {images.shape}, not the {len(idx['paths'])} "
-                        f"images of {params.height}x{params.width} its index lists: delete that folder and run again")
-    return ImageCache(dir=d, key=d.name, images=images, paths=idx['paths'], ok=np.array(idx['ok'], bool),
-                      failed=[tuple(f) for f in idx['failed']], meta=idx['meta'], params=params,
-                      all_paths=idx['all_paths'])
+        raise _Damaged(f"the image cache entry {d} is damaged ({type(e).__name__}: {e})") from None
+    if (images.shape != (n, params.height, params.width) or images.dtype != np.float16 or len(ok) != len(all_paths)
+            or int(ok.sum()) != n or len(meta) != n or len(failed) != len(ok) - n):
+        raise _Damaged(f"the image cache entry {d} is damaged: it holds {images.dtype} {images.shape} but its index "
+                       f"lists {n} images of {params.height}x{params.width}")
+    return ImageCache(dir=d, key=d.name, images=images, paths=idx['paths'], ok=ok, failed=failed, meta=meta,
+                      params=params, all_paths=all_paths, hashes=hashes)
 
-def _build_entry(paths, lats, fps, params, final:Path, workers, progress, replace:bool):
-    "Decode + preprocess every file into a temporary folder, then rename it to `final`."
-    n, t0 = len(paths), time.time()
-    tmp = Path(tempfile.mkdtemp(prefix=f'.tmp-{final.name}-', dir=final.parent))
+def _pid_alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True                # e.g. another user's process
+    return True
+
+def _is_leftover(d:Path, now:float) -> bool:
+    "Whether `d` (a `.tmp-…` or `.old-…` folder of a cache folder) was left behind by a killed or finished build."
+    if d.name.startswith('.old-'): return True
+    try: age = now - d.stat().st_mtime
+    except OSError: return False
+    if age > _STALE_S: return True
+    try: o = json.loads((d/'owner.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): o = None
+    if isinstance(o, dict) and isinstance(o.get('pid'), int) and o.get('host') == socket.gethostname():
+        return not _pid_alive(o['pid'])
+    return o is None and age > 6 * 3600          # an older version's folder, or one whose owner file was never written
+
+def _clean_leftovers(cache_dir:Path) -> list:
+    "Delete the temporary folders (and files) of dead builds in `cache_dir`; return their names."
+    now, removed = time.time(), []
+    try: items = list(Path(cache_dir).iterdir())
+    except OSError: return removed
+    for p in items:
+        try:
+            if p.is_dir() and p.name.startswith(('.tmp-', '.old-')) and _is_leftover(p, now):
+                shutil.rmtree(p, ignore_errors=True); removed.append(p.name)
+            elif p.is_file() and p.name.startswith('.') and p.name.endswith('.tmp') and now - p.stat().st_mtime > 3600:
+                p.unlink(); removed.append(p.name)
+        except OSError: pass
+    return removed
+
+def _gone(cache_dir) -> TsbnError:
+    return TsbnError(f"the cache folder {cache_dir} (or the entry being built in it) was deleted while the images were "
+                     "being preprocessed; nothing was cached: run again")
+
+def _build_entry(paths, lats, hashes, params, cache_dir:Path, workers, progress, store, replace:bool) -> Path:
+    "Decode, preprocess and hash every file into a temporary folder, name it by the content hashes, publish it; its path."
+    n, t0, t0_ns = len(paths), time.time(), time.time_ns()
+    _clean_leftovers(cache_dir)
+    sigs = [file_signature(p) for p in paths]
+    tmp = Path(tempfile.mkdtemp(prefix='.tmp-build-', dir=cache_dir))
     try:
+        (tmp/'owner.json').write_text(json.dumps(dict(host=socket.gethostname(), pid=os.getpid(), started=t0)))
         arr = np.lib.format.open_memmap(tmp/'images.npy', mode='w+', dtype=np.float16, shape=(n, params.height, params.width))
-        ok, metas, failed, j = np.zeros(n, bool), [], [], 0
-        jobs = [(p, lat, params.to_dict()) for p, lat in zip(paths, lats)]
-        for i, (img, meta, err) in enumerate(_run_jobs(jobs, workers, progress)):
-            if err is None: arr[j] = img; j += 1; ok[i] = True; metas.append(meta)
-            else: failed.append((paths[i], err))
+        ok, metas, failed, seen, notes, j = np.zeros(n, bool), [], [], [None] * n, {}, 0
+        jobs = [(p, lat, params.to_dict(), True) for p, lat in zip(paths, lats)]
+        for i, (img, meta, err, h, warns) in enumerate(_run_jobs(jobs, workers, progress)):
+            seen[i] = h
+            for w in warns:                             # one warning per distinct message, with its first file
+                msg = w.replace(f"{paths[i]}: ", '', 1); notes.setdefault(msg, [paths[i], 0])[1] += 1
+            if err is not None: failed.append((paths[i], err)); continue
+            arr[j] = img; j += 1; ok[i] = True; metas.append(meta)
         arr.flush(); del arr
+        for msg, (p, k) in notes.items():
+            warnings.warn(f"{p}: {msg}" + (f" (and {k - 1} other file{'s' * (k > 2)})" if k > 1 else ''), stacklevel=3)
+        # a known hash must be that of the bytes decoded; a new one must come from a file that did not change meanwhile
+        changed = [p for p, h, s, sig in zip(paths, hashes, seen, sigs)
+                   if ((s != h) if h is not None else (s is not None and file_signature(p) != sig))]
+        if changed:
+            raise TsbnError(f"{len(changed)} file(s) changed while the cache was being built: {', '.join(changed[:5])}"
+                            + (' ...' if len(changed) > 5 else '') + ". Nothing was cached: run again once the data "
+                            "are no longer being written.")
+        _remember(store, [sig if h is None else None for sig, h in zip(sigs, hashes)], seen, t0_ns)
+        hashes = [h if h is not None else s for h, s in zip(hashes, seen)]
+        final = cache_dir / cache_key(paths, lats, params, hashes)
         if j == 0:
             raise TsbnError(_failure_text(failed, n) + "None of the images could be read: check the paths, "
                             "the data folder and the error messages above.")
+        if final.exists() and not replace:             # there already (files only touched, or another process)
+            try:
+                if _load_entry(final, params).ok.tolist() == ok.tolist(): return final
+            except _Damaged: pass
+            replace = True
+        if not (tmp/'images.npy').is_file(): raise _gone(cache_dir)
         if j < n:                                      # keep only the rows that were filled
             full = np.load(tmp/'images.npy', mmap_mode='r')
             part = np.lib.format.open_memmap(tmp/'part.npy', mode='w+', dtype=np.float16, shape=(j,) + full.shape[1:])
@@ -551,26 +758,55 @@ def _build_entry(paths, lats, fps, params, final:Path, workers, progress, replac
             os.replace(tmp/'part.npy', tmp/'images.npy')
         atomic_write_json(tmp/'index.json', dict(
             version=CACHE_VERSION, key=final.name, params=params.to_dict(), all_paths=list(paths),
-            lateralities=list(lats), fingerprints=fps, ok=ok.tolist(),
+            lateralities=list(lats), hashes=hashes, ok=ok.tolist(),
             paths=[p for p, k in zip(paths, ok) if k], failed=failed, meta=metas,
             shape=[j, params.height, params.width], dtype='float16', build_seconds=round(time.time() - t0, 2)))
-        if replace and final.exists():                 # swap out an entry whose failures now read
-            old = final.parent / f'.old-{final.name}-{uuid.uuid4().hex[:8]}'
+        try: _load_entry(tmp, params)                  # complete? (a deleted folder is not)
+        except _Damaged: raise _gone(cache_dir) from None
+        if replace and final.exists():                 # swap out a damaged entry, or one whose failures now read
+            old = cache_dir / f'.old-{final.name}-{uuid.uuid4().hex[:8]}'
             os.rename(final, old); shutil.rmtree(old, ignore_errors=True)
         try: os.rename(tmp, final)
+        except FileNotFoundError: raise _gone(cache_dir) from None
         except OSError:
             if not (final/'index.json').exists(): raise  # else another process published the same entry first
+        return final
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/01_dicom.ipynb #cc5711d1
+def prune_cache(cache_dir,                                  # a folder of cache entries
+                max_age_days:float|None=CACHE_MAX_AGE_DAYS, # delete entries not used for this many days (None: no limit)
+                keep:int|None=None,                         # then keep at most this many, the most recently used
+               ) -> list:
+    "Delete old cache entries and the leftovers of killed builds in `cache_dir`; return the names removed."
+    if max_age_days is not None and not max_age_days >= 0:
+        raise TsbnError(f"max_age_days={max_age_days!r}: give a number of days >= 0, or None for no limit")
+    if keep is not None and (not isinstance(keep, (int, np.integer)) or keep < 0):
+        raise TsbnError(f"keep={keep!r}: give a whole number >= 0, or None for no limit")
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir(): return []
+    removed, now, entries = _clean_leftovers(cache_dir), time.time(), []
+    for p in cache_dir.iterdir():
+        try:
+            if p.is_dir() and _ENTRY.fullmatch(p.name): entries.append((p.stat().st_mtime, p.name))
+        except OSError: pass
+    for i, (t, name) in enumerate(sorted(entries, reverse=True)):
+        if (keep is not None and i >= keep) or (max_age_days is not None and now - t > max_age_days * 86400):
+            old = cache_dir / f'.old-{name}-{uuid.uuid4().hex[:8]}'
+            try: os.rename(cache_dir/name, old)         # gone at once for readers; then deleted
+            except OSError: continue
+            shutil.rmtree(old, ignore_errors=True); removed.append(name)
+    return removed
+
 def build_cache(paths,                   # image files (DICOM, PNG, ...), in the order wanted
                 lateralities,            # 'L' | 'R' | None per path (None: from the DICOM / the image); or None
                 params:PreprocParams,    # preprocessing parameters
                 cache_dir,               # folder holding the cache entries
                 skip_bad:bool=False,     # leave out unreadable files with a warning instead of raising
                 workers:int|None=None,   # worker processes; None: min(2, cpu_count); <= 1: this process
-                progress:bool=True       # tqdm progress bar (only shown on a terminal)
+                progress:bool=True,      # tqdm progress bar (only shown on a terminal)
+                hashes=None,             # content hash per path, None where unknown (e.g. `load_dataset`'s); None: the store's
                ) -> ImageCache:
     "Preprocessed images of `paths`, from `cache_dir` when present, else decoded once and stored there."
     paths = [os.fspath(p) for p in paths]
@@ -584,21 +820,36 @@ def build_cache(paths,                   # image files (DICOM, PNG, ...), in the
     if bad: raise TsbnError(f"laterality values {bad} are not 'L' or 'R': fix the metadata (empty means unknown)")
     if not isinstance(params, PreprocParams): raise TsbnError("params must be a PreprocParams")
     cache_dir = Path(cache_dir); cache_dir.mkdir(parents=True, exist_ok=True)
-    fps = [_fingerprint(p) for p in paths]
-    final = cache_dir / cache_key(paths, lats, params, fps)
+    store = cache_dir/HASH_STORE
+    if hashes is None: hashes = file_hashes(paths, store, read=False)
+    else: hashes = [h if isinstance(h, str) and h else None for h in hashes]
+    if len(hashes) != len(paths): raise TsbnError(f"build_cache got {len(paths)} paths but {len(hashes)} hashes")
+    unknown = [i for i, h in enumerate(hashes) if h is None and os.path.isfile(paths[i])]
+    if unknown and len(unknown) <= max(8, len(paths) // 20):       # a few new or edited files: hash them first
+        for i, h in zip(unknown, file_hashes([paths[i] for i in unknown], store)): hashes[i] = h
+        unknown = []
     cache, replace = None, False
-    if (final/'index.json').exists():
-        cache = _load_entry(final, params)
-        retry = [(p, lat, params.to_dict()) for p, lat, k in zip(paths, lats, cache.ok) if not k]
-        if any(_cache_one(job)[2] is None for job in retry): cache, replace = None, True
-        else: cache.reused = True
-    if cache is None:
-        _build_entry(paths, lats, fps, params, final, workers, progress, replace)
-        cache = _load_entry(final, params)
+    if not unknown:                                                # every file known: so is the entry's name
+        final = cache_dir / cache_key(paths, lats, params, hashes)
+        if final.exists():
+            try: cache = _load_entry(final, params)
+            except _Damaged as e: warnings.warn(f"{e}: rebuilding it", stacklevel=2); replace = True
+        if cache is not None:
+            retry = [(p, lat, params.to_dict()) for p, lat, k in zip(paths, lats, cache.ok) if not k]
+            if any(_cache_one(job)[2] is None for job in retry): cache, replace = None, True
+            else:
+                cache.reused = True
+                try: os.utime(final)                   # "used now", for prune_cache
+                except OSError: pass
+    if cache is None:                       # decode everything; the workers hash each file as they read it
+        final = _build_entry(paths, lats, hashes, params, cache_dir, workers, progress, store, replace)
+        try: cache = _load_entry(final, params)
+        except _Damaged as e: raise TsbnError(f"{e}: delete that folder and run again") from None
+        prune_cache(cache_dir)
     if cache.failed:
         if not skip_bad:
             raise TsbnError(_failure_text(cache.failed, len(paths)) + "Fix: repair or replace these files, remove "
                             "them from the metadata, or pass skip_bad=True (command line: --skip-bad) to leave them "
                             f"out; the {len(cache)} good images are cached already.")
-        for p, m in cache.failed: warnings.warn(f"skipping unreadable mammogram {p}: {m}", stacklevel=2)
+        for p, m in cache.failed: warnings.warn(f"skipping an unreadable mammogram: {_with_path(p, m)}", stacklevel=2)
     return cache

@@ -43,6 +43,7 @@ class RunSpec:
     skip_bad: bool = False
     overrides: dict = field(default_factory=dict)
     force: bool = False
+    dedupe: bool = False
 
     @property
     def name(self) -> str: return f'{self.algorithm}/{run_name(self.fold, self.seed)}'
@@ -54,7 +55,7 @@ class RunSpec:
     def parameters(self) -> dict:
         return dict(algorithm=self.algorithm, fold=self.fold, seed=self.seed, profile=self.profile, data=self.data,
                     out_dir=self.out_dir, kind=self.kind, cache_dir=self.cache_dir or '', skip_bad=self.skip_bad,
-                    force=self.force, overrides=dict(self.overrides))
+                    force=self.force, dedupe=self.dedupe, overrides=dict(self.overrides))
 
 # %% ../nbs/10_sweep.ipynb #e84ab408
 def is_done(spec:RunSpec, fingerprint:str|None=None) -> bool:
@@ -215,7 +216,8 @@ def plan_table(specs:list, # from `plan`
 
 def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, folds=None, seeds=(0,),
               workers:int=1, scheduler=None, overrides=None, force:bool=False, kind:str='auto', cache_dir=None,
-              skip_bad:bool=False, report:bool=True, n_boot:int=2000, log=print, dry_run:bool=False) -> dict:
+              skip_bad:bool=False, report:bool=True, n_boot:int=2000, log=print, dry_run:bool=False,
+              dedupe:bool=False) -> dict:
     "Run every missing (algorithm, fold, seed) with papermill, then the report; return a summary dict."
     from tsbn_nb.datasets import prepare_data, get_folds
     from tsbn_nb.core import default_results_dir
@@ -227,9 +229,9 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         keys = sorted({k for d in clash.values() for k in d})
         raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
                         f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
-    for s in specs: s.force = force
+    for s in specs: s.force, s.dedupe = force, dedupe
     t0 = time.perf_counter()
-    df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad)
+    df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
     fp = df.attrs.get('fingerprint')
     if dry_run:

@@ -448,6 +448,7 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
              kind:str='auto',        # dataset kind: auto | inbreast | manifest
              cache_dir=None,         # preprocessing cache (default: beside the data)
              skip_bad:bool=False,    # skip unreadable images with a warning instead of stopping
+             dedupe:bool=False,      # keep the first of duplicate images (same file or same bytes) instead of stopping
              progress=None,          # progress bars: None = only on a terminal
              save_model:bool=True,   # save the downstream model beside the record
              force:bool=False,       # replace a finished record made with other settings
@@ -471,15 +472,15 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
                             "pass force=True (CLI --force) to replace it, or use another output folder")
         for f in ckpt_dir.glob('.*.tmp'): f.unlink()           # half-written checkpoints of a killed process
         return _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, skip_bad, progress,
-                         save_model, cfg, rec_path, ckpt_dir, t_start)
+                         save_model, cfg, rec_path, ckpt_dir, t_start, dedupe)
 
 def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, skip_bad, progress, save_model, cfg,
-              rec_path, ckpt_dir, t_start) -> dict:
+              rec_path, ckpt_dir, t_start, dedupe=False) -> dict:
     "The body of `run_fold`, once its guards hold: data, split, training, prediction, record."
     from tsbn_nb.datasets import prepare_data, get_folds, MammoDataset
     from tsbn_nb.metrics import binary_metrics
     import tsbn_nb, shutil
-    df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, progress=progress)
+    df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, progress=progress, dedupe=dedupe)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed,
                       group_by_patient=cfg.group_by_patient)
     labels = df['label'].to_numpy().astype(np.float32)
