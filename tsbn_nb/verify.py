@@ -35,7 +35,8 @@ def compare_runs(run_dir, # results folder of the rerun (runs/<algorithm>/fold<k
                         "a rerun can only be verified against a reference made with the same settings")
     key = ['algorithm', 'fold', 'seed']
     probs = lambda p: {k: g.set_index('image_id').prob.sort_index() for k, g in p.groupby(key)}
-    mine, theirs = probs(pooled), probs(ref_pooled)
+    labels = lambda p: {k: g.set_index('image_id').label.sort_index() for k, g in p.groupby(key)}
+    mine, theirs, ym, yt = probs(pooled), probs(ref_pooled), labels(pooled), labels(ref_pooled)
     rows = []
     for r in runs.itertuples():
         k = (r.algorithm, r.fold, r.seed)
@@ -49,7 +50,7 @@ def compare_runs(run_dir, # results folder of the rerun (runs/<algorithm>/fold<k
                          auc=r.auc, ref_auc=float(rr[rr.seed == r.seed].auc.iloc[0]) if k in theirs else float('nan'),
                          ref_mean=mean, ref_seeds=int(S), lo=mean - half, hi=mean + half,
                          within=bool(same or (S > 1 and abs(r.auc - mean) <= half)),
-                         fingerprint_match=r.data_fingerprint in set(ref.data_fingerprint)))
+                         same_data=bool(k not in theirs or ym[k].equals(yt[k]))))   # same images, same labels
     out = pd.DataFrame(rows)
     out.attrs.update(level=level, run_dir=str(run_dir), reference_dir=str(reference_dir),
                      ref_fold_means=ref.groupby(['algorithm', 'seed']).auc.mean())
@@ -65,8 +66,10 @@ def verify(run_dir, # results folder of the rerun
     n, same, known = len(c), int(c.identical.sum()), c[c.in_reference]
     lines = [f"Verification of {run_dir} against {reference_dir}: {n} runs, {len(known)} also in the reference, "
              f"{same} bit-identical, {len(known) - same} differ."]
-    if not c.fingerprint_match.all():
-        lines.append("WARNING: the data fingerprints differ from the reference's: the rerun may have used other data.")
+    if not c.same_data.all():
+        bad = c[~c.same_data]
+        lines.append("WARNING: these runs predicted other images or labels than the reference's (other data or folds?): "
+                     + ', '.join(f'{r.algorithm}/fold{r.fold}/seed{r.seed}' for r in bad.itertuples()))
     if len(known) < n:
         lines.append(f"{n - len(known)} run(s) have no counterpart in the reference (other seeds or folds): "
                      + ', '.join(f'{r.algorithm}/fold{r.fold}/seed{r.seed}' for r in c[~c.in_reference].itertuples()))
