@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument('--image-level', action='store_true', help='split images, not patients')
     di.add_argument('--birads-map', default='paper')
     di.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images instead of stopping')
+    dm = dsub.add_parser('manifest', help='write a manifest CSV from a public dataset as its publisher released it')
+    dm.add_argument('--from', dest='kind', required=True, metavar='KIND', help='mias | cbis-ddsm | vindr | cmmd | inbreast | auto')
+    dm.add_argument('source_dir', help='the folder the download was unpacked into')
+    dm.add_argument('-o', '--out', required=True, help='manifest CSV to write')
+    dm.add_argument('--birads-map', default='paper', help='VinDr-Mammo / INbreast: BI-RADS -> label mapping')
+    dm.add_argument('--absolute', action='store_true', help='absolute paths instead of paths relative to the manifest')
 
     def common(q):
         q.add_argument('--data', required=True, help='INbreast folder, phantom folder or manifest CSV')
@@ -129,6 +135,9 @@ def _dispatch(a) -> int:
         kw = {} if a.scale is None else {'scale': a.scale}
         out = make_phantom(a.out_dir, n_patients=a.n_patients, seed=a.seed, overwrite=a.overwrite, **kw)
         print(f'synthetic INbreast-like dataset written to {out}')
+    elif a.cmd == 'data' and a.data_cmd == 'manifest':
+        from tsbn_nb.public import manifest_command
+        return manifest_command(a.kind, a.source_dir, a.out, a.birads_map, a.absolute)
     elif a.cmd == 'data':
         from tsbn_nb.datasets import dataset_info
         print(dataset_info(a.data, kind=a.kind, n_folds=a.folds, seed=a.fold_seed,

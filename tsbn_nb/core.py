@@ -35,7 +35,8 @@ class Config:
     augment: bool = True         # flips and small intensity changes on training images
     # networks
     backbone: str = 'resnet50'   # downstream classifier: resnet18 | resnet34 | resnet50
-    pretrained: str = 'auto'     # ImageNet weights: 'auto' (use if cached locally) | 'none' | a .pth path
+    pretrained: str = 'imagenet1k_v1'  # initial ResNet weights: imagenet1k_v1 | imagenet1k_v2 (torchvision's ImageNet sets: torch
+                                 # hub cache, else downloaded once, hash-checked) | none (from scratch) | a .pth path | auto (cache only)
     unet_base: int = 32          # U-Net channels at the first level
     unet_depth: int = 4          # U-Net number of down-sampling steps
     rdn_G0: int = 64             # RDN feature channels

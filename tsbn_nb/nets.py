@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_nets.ipynb #7480d471
 from __future__ import annotations
-import warnings
+import dataclasses, http.client, re, socket, sys, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -15,9 +16,12 @@ import torchvision
 from .core import TsbnError, Config
 
 # %% auto #0
-__all__ = ['RESNET_SPECS', 'pooled', 'DoubleConv', 'UNetUp', 'UNet', 'DenseLayer', 'RDB', 'RDN', 'saved_activation_bytes',
-           'imagenet_weight_files', 'published_num_params', 'find_imagenet_weights', 'fold_rgb_conv', 'ResNetBackbone',
-           'ResNetClassifier', 'ResNetDecoder', 'ResNetEncDec', 'build_classifier', 'build_pretext_net', 'build_encdec']
+__all__ = ['RESNET_SPECS', 'WEIGHT_NAMES', 'pooled', 'DoubleConv', 'UNetUp', 'UNet', 'DenseLayer', 'RDB', 'RDN',
+           'saved_activation_bytes', 'grey_normalisation', 'WeightSpec', 'weight_names', 'weight_spec',
+           'imagenet_weight_files', 'published_num_params', 'find_imagenet_weights', 'GreyNorm', 'fold_rgb_conv',
+           'WeightPlan', 'plan_weights', 'would_download', 'offline_message', 'download_weights', 'resolve_weights',
+           'ResNetBackbone', 'ResNetClassifier', 'ResNetDecoder', 'ResNetEncDec', 'build_classifier',
+           'weights_would_download', 'prepare_weights', 'build_pretext_net', 'build_encdec']
 
 # %% ../nbs/05_nets.ipynb #b6c96565
 def pooled(feat:Tensor, # (B, C, h, w) feature map
@@ -156,29 +160,103 @@ def saved_activation_bytes(model:nn.Module, # a network in the mode to measure (
     return sum(seen.values())
 
 # %% ../nbs/05_nets.ipynb #1a53aa10
-RESNET_SPECS = {  # weight metadata lives here, not in the architecture
+RESNET_SPECS = {  # architecture facts; weight metadata is in `WeightSpec`, not in the architecture
     'resnet18': dict(weights='ResNet18_Weights', feature_dim=512),
     'resnet34': dict(weights='ResNet34_Weights', feature_dim=512),
     'resnet50': dict(weights='ResNet50_Weights', feature_dim=2048),
 }
+WEIGHT_NAMES = ('imagenet1k_v1', 'imagenet1k_v2')  # torchvision weight sets `pretrained` may name (any case)
+_ALIASES = {'imagenet': 'imagenet1k_v1'}
+_HASH = re.compile(r'-([a-f0-9]+)\.')              # torchvision file names end in -<SHA-256 prefix>.pth
 
 def _resnet_spec(arch:str) -> dict:
     if arch not in RESNET_SPECS: raise TsbnError(f"backbone={arch!r} is not supported: choose one of {', '.join(RESNET_SPECS)}")
     return RESNET_SPECS[arch]
 
+def grey_normalisation(mean, # per-channel means of the RGB normalisation
+                       std,  # per-channel standard deviations
+                      ) -> tuple[float, float]:
+    "(m, s) such that (x - m)/s is the average of the per-channel maps (x - mean_c)/std_c (derivation above)."
+    a = sum(1 / s for s in std) / len(std)
+    b = sum(m / s for m, s in zip(mean, std)) / len(std)
+    return b / a, 1 / a
+
+@dataclass(frozen=True)
+class WeightSpec:
+    "One torchvision ImageNet weight set of one ResNet: the file, its hash, its size and its input normalisation."
+    arch: str          # resnet18 | resnet34 | resnet50
+    name: str          # imagenet1k_v1 | imagenet1k_v2
+    url: str           # torchvision's download URL
+    size_mb: float     # file size in MB (10**6 bytes), from torchvision's metadata
+    mean: tuple        # RGB mean the weights expect
+    std: tuple         # RGB standard deviation the weights expect
+    num_params: int    # parameters of the 1000-class RGB network
+
+    @property
+    def file(self) -> str: return self.url.rsplit('/', 1)[-1]
+    @property
+    def sha256_prefix(self) -> str:
+        "The hex digits in the file name: the SHA-256 of the file must start with them."
+        m = _HASH.search(self.file)
+        if m is None: raise TsbnError(f"weights file name {self.file!r} carries no hash (<name>-<hex>.pth)")
+        return m.group(1)
+    @property
+    def grey(self) -> tuple[float, float]: return grey_normalisation(self.mean, self.std)
+    @property
+    def source(self) -> str: return f"{self.name} (torchvision {self.file}), grey-folded ImageNet normalisation"
+
+def weight_names(arch:str) -> list[str]:
+    "The weight sets torchvision has for `arch`, lower case."
+    enum = getattr(torchvision.models, _resnet_spec(arch)['weights'])
+    return [n for n in WEIGHT_NAMES if hasattr(enum, n.upper())]
+
+def weight_spec(arch:str,                 # resnet18 | resnet34 | resnet50
+                name:str='imagenet1k_v1', # a weight set, any case ('imagenet' = imagenet1k_v1)
+               ) -> WeightSpec:
+    "The `WeightSpec` of torchvision's `name` weights for `arch`."
+    enum = getattr(torchvision.models, _resnet_spec(arch)['weights'])
+    key = str(name).strip().lower(); key = _ALIASES.get(key, key)
+    if key not in weight_names(arch):
+        raise TsbnError(f"torchvision has no {name!r} ImageNet weights for {arch}: choose "
+                        f"{' or '.join(weight_names(arch))}, or 'none' to train from scratch")
+    w = getattr(enum, key.upper()); t = w.transforms()
+    return WeightSpec(arch, key, w.url, float(w.meta['_file_size']), tuple(t.mean), tuple(t.std), int(w.meta['num_params']))
+
 def imagenet_weight_files(arch:str) -> list[str]:
     "File names torchvision gives the ImageNet weights of `arch`, preferred first (IMAGENET1K_V1, then V2)."
-    enum = getattr(torchvision.models, _resnet_spec(arch)['weights'])
-    return [Path(getattr(enum, v).url).name for v in ('IMAGENET1K_V1', 'IMAGENET1K_V2') if hasattr(enum, v)]
+    return [weight_spec(arch, n).file for n in weight_names(arch)]
 
 def published_num_params(arch:str) -> int:
     "Parameter count of torchvision's 1000-class RGB `arch` (from the weights metadata)."
-    return getattr(torchvision.models, _resnet_spec(arch)['weights']).IMAGENET1K_V1.meta['num_params']
+    return weight_spec(arch).num_params
+
+def _checkpoints(hub_dir=None) -> Path:
+    "The folder torchvision caches weight files in: <hub_dir or torch.hub.get_dir()>/checkpoints."
+    return Path(hub_dir or torch.hub.get_dir()).expanduser() / 'checkpoints'
 
 def find_imagenet_weights(arch:str, hub_dir=None) -> Path|None:
     "The cached ImageNet weight file of `arch` in `hub_dir`/checkpoints (default torch.hub.get_dir()), or None."
-    folder = Path(hub_dir or torch.hub.get_dir()) / 'checkpoints'
+    folder = _checkpoints(hub_dir)
     return next((folder / n for n in imagenet_weight_files(arch) if (folder / n).is_file()), None)
+
+# %% ../nbs/05_nets.ipynb #e9d5bad3
+class GreyNorm(nn.Module):
+    "Input normalisation (x - mean) / std with scalar buffers kept in the state dict: (B, 1, H, W) -> (B, 1, H, W)."
+    def __init__(self, mean:float=0., # 0 and 1 (the default) leave every input unchanged
+                 std:float=1.):
+        super().__init__()
+        if not float(std) > 0: raise TsbnError(f"GreyNorm std must be positive, got {std}")
+        self.register_buffer('mean', torch.tensor(float(mean)))
+        self.register_buffer('std', torch.tensor(float(std)))
+
+    def forward(self, x:Tensor) -> Tensor: return (x - self.mean) / self.std
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # model files written before this module existed were trained without normalisation: load them as identity
+        for k, v in (('mean', 0.), ('std', 1.)): state_dict.setdefault(prefix + k, torch.tensor(v))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str: return f"mean={float(self.mean):.5f}, std={float(self.std):.5f}"
 
 # %% ../nbs/05_nets.ipynb #3e45be65
 def fold_rgb_conv(w:Tensor, # (out, 3, k, k) RGB convolution weight
@@ -188,29 +266,141 @@ def fold_rgb_conv(w:Tensor, # (out, 3, k, k) RGB convolution weight
     return w.sum(1, keepdim=True)
 
 # %% ../nbs/05_nets.ipynb #3b8b9978
-def _resolve_weights(arch:str, pretrained, weights_path) -> Path|None:
-    "The ImageNet weight file to load for `arch`, or None for random init (see the table above)."
+_fetch = torch.hub.download_url_to_file  # what downloads; the tests replace it (a local file or a failure), never the network
+
+def _say(msg:str): print(msg, file=sys.stderr, flush=True)
+
+@dataclass(frozen=True)
+class WeightPlan:
+    "What a `pretrained` setting means for one ResNet, decided without reading or downloading any weights."
+    arch: str                    # the network
+    setting: str                 # the setting as given
+    action: str                  # scratch | cache | download | downloaded | file | missing ('auto', nothing cached)
+    spec: WeightSpec|None=None   # the torchvision weight set, when known
+    path: Path|None=None         # the file to load; for 'download', where it will be written
+
+    @property
+    def downloads(self) -> bool: return self.action == 'download'
+    @property
+    def pretrained(self) -> bool: return self.action in ('cache', 'download', 'downloaded', 'file')
+    @property
+    def norm(self) -> tuple[float, float]:
+        "(mean, std) of the gray input normalisation: the weights' (ImageNet for a file) or (0, 1) from scratch."
+        if not self.pretrained: return (0., 1.)
+        return (self.spec or weight_spec(self.arch)).grey
+    @property
+    def source(self) -> str:
+        "What the run records as its initial weights."
+        if not self.pretrained: return 'from scratch'
+        if self.action == 'file' and self.spec is None:
+            return f"imagenet (file {self.path}), grey-folded ImageNet normalisation"
+        return self.spec.source
+    def describe(self) -> str:
+        "One line for a person."
+        s = self.spec
+        return {'scratch': f"{self.arch}: from scratch (pretrained={self.setting!r})",
+                'missing': f"{self.arch}: from scratch (pretrained='auto' and no ImageNet file in {self.path.parent})",
+                'cache': f"{self.arch}: {s.name if s else ''} weights from the torch hub cache, {self.path}",
+                'downloaded': f"{self.arch}: {s.name if s else ''} weights downloaded to {self.path}",
+                'download': f"{self.arch}: will download {s.file if s else ''} ({s.size_mb if s else 0:.1f} MB) from "
+                            f"{s.url if s else ''} into {self.path.parent}",
+                'file': f"{self.arch}: weights from the file {self.path}"}[self.action]
+
+def _spec_for_file(arch:str, name:str) -> WeightSpec|None:
+    return next((weight_spec(arch, n) for n in weight_names(arch) if weight_spec(arch, n).file == name), None)
+
+def plan_weights(arch:str,                   # resnet18 | resnet34 | resnet50
+                 pretrained='imagenet1k_v1', # a weight name, 'none', 'auto' or a .pth path
+                 hub_dir=None,               # torch hub folder (default torch.hub.get_dir())
+                 weights_path=None,          # an explicit file; overrides `pretrained`
+                ) -> WeightPlan:
+    "What `pretrained` means for `arch` here and now (cached? to download?), without loading anything."
+    _resnet_spec(arch)
     p = weights_path if weights_path is not None else pretrained
-    if p is None or p is False or str(p).lower() in ('none', '', 'scratch'): return None
-    if str(p).lower() in ('auto', 'imagenet'):
-        found = find_imagenet_weights(arch)
-        if found is not None: return found
-        folder, names = Path(torch.hub.get_dir()) / 'checkpoints', ' or '.join(imagenet_weight_files(arch))
-        how = (f"ImageNet weights for {arch} not found: no {names} in {folder}. To use them, copy torchvision's file "
-               f"there (it is the file of torchvision.models.{_resnet_spec(arch)['weights']}.IMAGENET1K_V1) or pass pretrained=<path>")
-        if str(p).lower() == 'imagenet': raise TsbnError(how + ".")
-        warnings.warn(how + "; training from scratch (weights_source='from scratch').", stacklevel=3)
-        return None
-    path = Path(p).expanduser()
+    s = '' if p is None or p is False else str(p).strip()
+    key = s.lower()
+    if key in ('', 'none', 'scratch', 'false'): return WeightPlan(arch, s or 'none', 'scratch')
+    if key == 'auto':
+        found = find_imagenet_weights(arch, hub_dir)
+        if found is None: return WeightPlan(arch, s, 'missing', weight_spec(arch), _checkpoints(hub_dir) / weight_spec(arch).file)
+        return WeightPlan(arch, s, 'cache', _spec_for_file(arch, found.name), found)
+    if key in WEIGHT_NAMES or key in _ALIASES:
+        spec = weight_spec(arch, key)
+        path = _checkpoints(hub_dir) / spec.file
+        return WeightPlan(arch, s, 'cache' if path.is_file() else 'download', spec, path)
+    path = Path(s).expanduser()
     if not path.is_file():
-        raise TsbnError(f"weights file {str(path)!r} does not exist: give the path of torchvision's {arch} ImageNet file "
-                        f"({imagenet_weight_files(arch)[0]}), or use pretrained='auto' or 'none'")
-    return path
+        raise TsbnError(f"pretrained={s!r} is neither a weight name ({', '.join(WEIGHT_NAMES)}) nor an existing file: "
+                        f"name torchvision's weights, give the path of a torchvision {arch} state dict (.pth), "
+                        "or use 'none' to train from scratch")
+    return WeightPlan(arch, s, 'file', _spec_for_file(arch, path.name), path)
+
+def would_download(arch:str, pretrained='imagenet1k_v1', hub_dir=None) -> bool:
+    "True when building `arch` with `pretrained` would download weights ('none' never does)."
+    return plan_weights(arch, pretrained, hub_dir).downloads
+
+def offline_message(spec:WeightSpec, folder, err, url=None) -> str:
+    "The error text of a failed download: the file, its size and URL, where to put it, and how to do without."
+    tried = f" from {url}" if url and url != spec.url else ""
+    return (f"cannot download the {spec.name} ImageNet weights of {spec.arch}{tried} ({type(err).__name__}: {err}). "
+            f"To use them, put torchvision's file {spec.file} ({spec.size_mb:.1f} MB, from {spec.url}) into {folder}/ "
+            "(the torch hub cache; TORCH_HOME moves it) and run again. "
+            "To train from scratch instead, pass `-p pretrained none`.")
+
+def download_weights(spec:WeightSpec,  # the weight set to fetch
+                     hub_dir=None,     # torch hub folder (default torch.hub.get_dir())
+                     url=None,         # another URL (a mirror, a local file:// copy); the hash is still checked
+                     progress:bool=True, # progress bar on stderr
+                     log=None,         # callable(str) for the announcement (default: stderr)
+                     fetch=None,       # download function (url, dst, hash_prefix=, progress=) (default torch.hub's)
+                     timeout:float=60., # seconds without an answer before giving up (a firewall that drops packets)
+                    ) -> Path:
+    "Download `spec`'s file into the torch hub cache with torch.hub's SHA-256 prefix check; announce it; return the path."
+    folder, url = _checkpoints(hub_dir), url or spec.url
+    dst, log = folder / spec.file, log or _say
+    log(f"tsbn: downloading the {spec.name} ImageNet weights of {spec.arch}: {spec.file} ({spec.size_mb:.1f} MB) "
+        f"from {url} into {folder}/ (SHA-256 checked against {spec.sha256_prefix}...)")
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TsbnError(f"cannot create the weights folder {folder} ({e}): set TORCH_HOME to a writable folder, "
+                        "or train from scratch with `-p pretrained none`") from None
+    old_timeout = socket.getdefaulttimeout()     # torch.hub's urlopen has no timeout of its own
+    if old_timeout is None: socket.setdefaulttimeout(timeout)
+    try: (fetch or _fetch)(url, str(dst), hash_prefix=spec.sha256_prefix, progress=progress)
+    except RuntimeError as e:
+        if 'hash' not in str(e).lower(): raise
+        raise TsbnError(f"the download of {spec.file} from {url} failed its SHA-256 check ({e}); nothing was saved. "
+                        f"Try again, put a good copy of the file into {folder}/, or train from scratch with "
+                        "`-p pretrained none`") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:   # URLError, timeouts and refused connections are OSErrors
+        raise TsbnError(offline_message(spec, folder, e, url)) from None
+    finally: socket.setdefaulttimeout(old_timeout)
+    if not dst.is_file(): raise TsbnError(offline_message(spec, folder, FileNotFoundError(f'{dst} was not written'), url))
+    log(f"tsbn: saved {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
+    return dst
+
+def resolve_weights(arch:str, pretrained='imagenet1k_v1', hub_dir=None, weights_path=None,
+                    download:bool=True,   # False: a plan that needs a download is an error instead
+                    progress:bool=True, log=None, fetch=None) -> WeightPlan:
+    "`plan_weights` made real: a 'download' plan is downloaded (announced, hash-checked); 'auto' with no file warns."
+    plan = plan_weights(arch, pretrained, hub_dir, weights_path)
+    if plan.action == 'missing':
+        warnings.warn(f"ImageNet weights for {arch} not found: no {' or '.join(imagenet_weight_files(arch))} in "
+                      f"{plan.path.parent}. pretrained='auto' never downloads: use pretrained='imagenet1k_v1' "
+                      "(-p pretrained imagenet1k_v1) to download them, copy torchvision's file there, or pass a path; "
+                      "training from scratch (weights_source='from scratch').", stacklevel=3)
+    if not plan.downloads: return plan
+    if not download:
+        raise TsbnError(offline_message(plan.spec, plan.path.parent, RuntimeError('downloads are switched off here')))
+    path = download_weights(plan.spec, hub_dir, progress=progress, log=log, fetch=fetch)
+    return dataclasses.replace(plan, action='downloaded', path=path)
 
 def _load_resnet_weights(tv:nn.Module, arch:str, path:Path):
     "Load a torchvision `arch` state dict from `path` into `tv` (1-channel conv1 already in place), folding conv1."
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err: raise TsbnError(f"cannot read weights file {str(path)!r} ({err}): give a torchvision state_dict (.pth)") from None
+    except Exception as err:
+        raise TsbnError(f"cannot read weights file {str(path)!r} ({type(err).__name__}: {str(err)[:200]}): give a torchvision "
+                        "state_dict (.pth); a damaged file in the torch hub cache can be deleted to download it again") from None
     if isinstance(sd, dict) and isinstance(sd.get('state_dict'), dict): sd = sd['state_dict']
     if not isinstance(sd, dict) or 'conv1.weight' not in sd:
         raise TsbnError(f"weights file {str(path)!r} is not a torchvision ResNet state_dict (no 'conv1.weight')")
@@ -226,34 +416,47 @@ def _load_resnet_weights(tv:nn.Module, arch:str, path:Path):
 
 # %% ../nbs/05_nets.ipynb #c73aad61
 class ResNetBackbone(nn.Module):
-    "ResNet stem and four stages (torchvision names): (B, 1, H, W) -> (B, feature_dim, H/32, W/32)."
-    def __init__(self, tv:nn.Module): # a torchvision ResNet whose conv1 takes 1 channel
+    "Input normalisation, ResNet stem and four stages (torchvision names): (B, 1, H, W) -> (B, feature_dim, H/32, W/32)."
+    def __init__(self, tv:nn.Module,             # a torchvision ResNet whose conv1 takes 1 channel
+                 norm:GreyNorm|None=None):       # input normalisation (default: identity)
         super().__init__()
+        self.norm = norm if norm is not None else GreyNorm()
         self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
     def forward(self, x:Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.norm(x)))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 class ResNetClassifier(nn.Module):
     "torchvision ResNet with 1-channel input and one logit: (B, 1, H, W) -> (B,)."
     def __init__(self, arch:str='resnet50', # resnet18 | resnet34 | resnet50
-                 pretrained='auto',         # 'auto' | 'imagenet' | 'none' | path of a torchvision .pth file
-                 weights_path=None):        # explicit weight file; overrides `pretrained`
+                 pretrained='auto',         # 'imagenet1k_v1' | 'imagenet1k_v2' | 'none' | 'auto' | path of a torchvision .pth
+                 weights_path=None,         # explicit weight file; overrides `pretrained`
+                 hub_dir=None,              # torch hub folder (default torch.hub.get_dir())
+                 download:bool=True):       # allow downloading named weights that are not cached
         super().__init__()
         spec = _resnet_spec(arch)
-        path = _resolve_weights(arch, pretrained, weights_path)
+        plan = resolve_weights(arch, pretrained, hub_dir, weights_path, download=download)
         tv = getattr(torchvision.models, arch)(weights=None)
         tv.conv1 = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(tv.conv1.weight, mode='fan_out', nonlinearity='relu')  # torchvision's init
-        if path is not None: _load_resnet_weights(tv, arch, path)
-        self.arch, self.feature_dim = arch, spec['feature_dim']
-        self.weights_source = f'imagenet:{path}' if path is not None else 'from scratch'
-        self.backbone = ResNetBackbone(tv)
+        if plan.pretrained: _load_resnet_weights(tv, arch, plan.path)
+        self.arch, self.feature_dim, self.weights_plan = arch, spec['feature_dim'], plan
+        self.weights_source = plan.source
+        self.backbone = ResNetBackbone(tv, GreyNorm(*plan.norm))
         self.head = nn.Linear(self.feature_dim, 1)
 
+    @property
+    def weights_info(self) -> dict:
+        "The initial weights and input normalisation, for run records and model cards."
+        p, s = self.weights_plan, self.weights_plan.spec
+        return dict(source=self.weights_source, setting=p.setting, action=p.action, name=s.name if s and p.pretrained else None,
+                    file=str(p.path) if p.pretrained else None, url=s.url if s and p.pretrained else None,
+                    sha256_prefix=s.sha256_prefix if s and p.pretrained else None,
+                    input_norm=dict(mean=float(self.backbone.norm.mean), std=float(self.backbone.norm.std)))
+
     def features(self, x:Tensor) -> Tensor:
-        "c(x): backbone + global average pooling, (B, 1, H, W) -> (B, feature_dim)."
+        "c(x): normalisation, backbone and global average pooling, (B, 1, H, W) -> (B, feature_dim)."
         return pooled(self.backbone(x))
 
     def forward(self, x:Tensor) -> Tensor:
@@ -307,6 +510,14 @@ class ResNetEncDec(nn.Module):
 def build_classifier(cfg:Config, weights_path=None) -> ResNetClassifier:
     "The downstream ResNet of `cfg` (cfg.backbone, cfg.pretrained; `weights_path` overrides)."
     return ResNetClassifier(cfg.backbone, cfg.pretrained, weights_path)
+
+def weights_would_download(cfg:Config) -> bool:
+    "True when building `cfg`'s classifier would download weights (never for pretrained='none')."
+    return would_download(cfg.backbone, cfg.pretrained)
+
+def prepare_weights(cfg:Config, progress:bool=True, log=None) -> WeightPlan:
+    "Resolve `cfg`'s initial weights now (downloading named weights that are not cached, announced); return the plan."
+    return resolve_weights(cfg.backbone, cfg.pretrained, progress=progress, log=log)
 
 def build_pretext_net(kind:str, # 'unet' (TSBN-U) | 'rdn' (TSBN-R)
                       cfg:Config) -> nn.Module:

@@ -370,8 +370,12 @@ def table2_caption(runs:pd.DataFrame, # per-run table from `load_runs`
     if kind != 'synthetic' and any(w in str(kind).lower() for w in ('phantom', 'synthetic', 'fake')):
         data_txt += ' (numbers are not expected to match the paper)'
     w = sorted(set(runs.weights))
-    w_txt = {('imagenet',): 'ImageNet pre-trained', ('from scratch',): 'from scratch (random initialisation, no ImageNet weights)'}.get(
-        tuple(w), 'MIXED (' + ', '.join(w) + ')')
+    srcs = sorted(set(runs.weights_source))
+    w_txt = {('imagenet',): 'ImageNet pre-trained' + (f' ({srcs[0]})' if len(srcs) == 1 else ''),
+             ('from scratch',): 'from scratch (random initialisation, no ImageNet weights)'}.get(tuple(w), 'MIXED (' + ', '.join(w) + ')')
+    if 'from scratch' in w and kind not in ('synthetic',):
+        w_txt += ('. WARNING: real mammograms with models trained from random weights; at demo size such models do not '
+                  'learn real lesions, so read these numbers as a check that the pipeline runs')
     prof = ', '.join(sorted(set(runs.profile.astype(str))))
     cap = (f'Table II (reproduction). Classification results on {data_txt}; {runs_txt}; mean ± sample std '
            f'(ddof = 1) over folds' + (', averaged over seeds' if ns > 1 else '') +

@@ -246,6 +246,9 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
             "; no recorded wall times of this profile to estimate the time"))
         return dict(out_dir=str(out_dir), runs=len(t), plan=t, failed=[], missing=[], ran=0, report=None)
     if report: write_probe(df, folds, out_dir, log=log)
+    if todo_weights := [s for s in specs if not s.record.exists()]:      # fetch ImageNet weights once, here, not per run
+        from tsbn_nb.nets import prepare_weights
+        log(prepare_weights(cfg, log=log).describe())
     todo = specs if force else [s for s in specs if not is_done(s, fp)]
     stale = sum(s.record.exists() for s in todo) if not force else 0
     log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"

@@ -512,6 +512,7 @@ def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, sk
         'config': cfg.to_dict(), 'predictions': preds,
         'metrics': binary_metrics(y, prob, cfg.threshold),
         'history': trainer.history, 'weights': trainer.weights_source, 'w_pos_used': w_pos,
+        'weights_info': getattr(trainer.classifier, 'weights_info', None),
         'n_train': int(len(train_idx)), 'n_val': int(len(val_ds) if val_ds is not None else 0), 'n_test': int(len(test_idx)),
         'provenance': {'version': tsbn_nb.__version__, 'git_commit': git_commit(Path(tsbn_nb.__file__).parent),
                        'data': str(data), 'data_fingerprint': df.attrs.get('fingerprint', 'unknown'),
