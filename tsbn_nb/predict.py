@@ -242,7 +242,12 @@ def _read_weights(path:Path):
     "torch.load(path, weights_only=True) with a TsbnError that names the file."
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+        text = ' '.join(str(e).split())
+        if 'weights only load failed' in text.lower() or type(e).__name__ == 'UnpicklingError':
+            msg = 'it holds Python objects, not only tensors, and such files are never unpickled here'   # not torch's essay
+        else:
+            first = re.split(r'(?<=[.!?])\s', text, maxsplit=1)[0]        # one whole sentence, never cut in the middle
+            msg = first if len(first) <= 240 else first[:first.rfind(' ', 0, 236)] + ' …'
         raise TsbnError(f"{path}: cannot be read as a file of tensors ({type(e).__name__}: {msg}). tsbn model files hold "
                         "only a state_dict and are loaded without executing code; this one is damaged or is not a tsbn "
                         "model file: copy the model directory again or retrain it") from None
