@@ -233,6 +233,9 @@ def seed_noise(t2:pd.DataFrame, # output of `table2`
               ) -> pd.DataFrame:
     "Per algorithm and metric (%): mean difference from `reference`, its run-to-run noise floor, and whether it exceeds it."
     ref = t2[t2.algorithm == reference]
+    # σ pooled over algorithms: a standard deviation from 2-3 seeds alone is too unsteady to judge one algorithm by
+    sigma = {m: float(np.sqrt(np.nanmean(t2[f'{m}_seed_sd'].to_numpy(float) ** 2))) if t2[f'{m}_seed_sd'].notna().any()
+             else float('nan') for m in METRICS}
     rows = []
     for name, r in t2.iterrows():
         row = dict(algorithm=r.algorithm, method=name, n_seeds=int(r.n_seeds))
@@ -241,12 +244,10 @@ def seed_noise(t2:pd.DataFrame, # output of `table2`
             if not ref.empty and r.algorithm != reference:
                 S = min(int(r.n_seeds), int(ref.n_seeds.iloc[0]))
                 d = r[f'{m}_mean'] - ref[f'{m}_mean'].iloc[0]
-                fl = z * math.sqrt((r[f'{m}_seed_sd'] ** 2 + ref[f'{m}_seed_sd'].iloc[0] ** 2) / S)
+                fl = z * sigma[m] * math.sqrt(2 / S)
             row |= {f'{m}_diff': d, f'{m}_floor': fl, f'{m}_exceeds': bool(abs(d) > fl) if not np.isnan(fl) else False}
         rows.append(row)
     out = pd.DataFrame(rows).set_index('method')
-    sigma = {m: float(np.sqrt(np.nanmean(t2[f'{m}_seed_sd'].to_numpy(float) ** 2))) if t2[f'{m}_seed_sd'].notna().any()
-             else float('nan') for m in METRICS}
     out.attrs.update(reference=reference, z=z, n_seeds=int(t2.n_seeds.min()), sigma=sigma,
                      floor_single={m: z * math.sqrt(2) * s for m, s in sigma.items()})
     return out
@@ -264,7 +265,8 @@ def noise_paragraph(noise:pd.DataFrame, # output of `seed_noise`
     txt = (f"Run-to-run noise ({S} seeds; same data, folds and code): the seed-to-seed standard deviation of a "
            f"fold-averaged metric, pooled over algorithms, is {sig} points. Noise floor: two single-seed runs (as in a "
            f"one-seed paper) must differ by more than 1.96·√2·σ = {fl} points to stand out from this noise; for "
-           f"{S}-seed means the floor is √{S} times lower. ")
+           f"{S}-seed means the floor is √{S} times lower: " + ', '.join(f"{METRIC_NAMES[m]} {a['floor_single'][m] / math.sqrt(S):.2f}"
+                                                                     for m in METRICS) + '. ')
     others = noise[noise.algorithm != a.get('reference')]
     cell = lambda r, m: f"{METRIC_NAMES[m]} {r[m + '_diff']:+.2f} (floor {r[m + '_floor']:.2f})"
     hits = [f"{n} ({', '.join(cell(r, m) for m in METRICS if r[m + '_exceeds'])})"
