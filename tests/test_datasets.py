@@ -257,3 +257,15 @@ def test_fake_jpeg2000_is_diagnosed(inb, cfg, tmp_path):
         prepare_data(inb, cfg, cache_dir=tmp_path / 'c', skip_bad=True, progress=False, workers=1)
     msgs = [str(x.message) for x in w if f.name in str(x.message)]
     assert len(msgs) == 1 and msgs[0].count(f.name) == 1, msgs
+
+
+def test_unknown_hashes_are_not_duplicates(tmp_path):
+    "Regression: hashes not known yet arrive as None or as pandas' NaN; two of them are not 'identical copies'."
+    import numpy as np
+    from tsbn_nb.datasets import _drop_duplicates
+    files = []
+    for i in range(3):
+        f = tmp_path / f'{i}.dcm'; f.write_bytes(bytes([i]) * 10); files.append(str(f))
+    df = pd.DataFrame(dict(path=files, label=[0, 1, 0], content_hash=[np.nan, None, np.nan]))
+    out = _drop_duplicates(df, lambda i: f'row {i}', 'test', dedupe=False)
+    assert len(out) == 3

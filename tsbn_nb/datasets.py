@@ -259,6 +259,7 @@ def _drop_duplicates(df:pd.DataFrame, # rows in file order with columns path, la
     "`df` without rows that repeat an earlier image (same resolved path, or same content hash)."
     first, drop, lines, clash = {}, [], [], []
     for i, (p, h, lab) in enumerate(zip(df.path, df.content_hash, df.label)):
+        h = h if isinstance(h, str) and h else None             # unknown (None, or pandas' NaN) is no key
         keys = [(k, why) for k, why in ((('path', os.path.realpath(p)), 'the same file as'),
                                         (('hash', h), 'an identical copy of')) if k[1] is not None]
         if os.path.getsize(p) == 0: keys = keys[:1]              # empty files are all alike; reading them says what is wrong
