@@ -88,3 +88,15 @@ def test_validation_split_is_grouped_and_evaluated(phantom, tmp_path):
     folds = pd.read_csv(tmp_path / 'folds.csv', comment='#')
     assert rec['n_train'] + rec['n_val'] == int((folds['fold'] != 0).sum())     # carved from the training folds only
     assert 'val_auc' in rec['history'][-1] and 0 <= rec['history'][-1]['val_accuracy'] <= 1
+
+
+def test_papermill_booleans_are_parsed_like_the_command_line(phantom, tmp_path):
+    "Issue 11: `-p force false` used to mean True (bool('false')); it must refuse to replace another setting's record."
+    out = tmp_path / 'res'
+    run_fold('resnet', 0, profile='smoke', data=phantom, out_dir=out, progress=False)
+    cmd = [sys.executable, '-m', 'papermill', str(NB), str(tmp_path / 'o.ipynb'), '-k', 'python3', '--no-progress-bar',
+           '-p', 'algorithm', 'resnet', '-p', 'fold', '0', '-p', 'profile', 'smoke', '-p', 'data', str(phantom),
+           '-p', 'out_dir', str(out), '-p', 'force', 'false', '-y', 'overrides: {epochs: 2}']
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=NB.parent)
+    assert r.returncode != 0 and 'other settings (epochs)' in r.stderr, r.stderr[-2000:]
+    assert json.loads((out / 'runs' / 'resnet' / 'fold0.json').read_text())['config']['epochs'] == 1
