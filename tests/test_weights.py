@@ -142,3 +142,11 @@ def test_unknown_names_and_missing_files():
         plan_weights('resnet34', 'imagenet1k_v2')                  # resnet34 has only V1
     with pytest.raises(TsbnError, match='nope.pth'):
         ResNetClassifier('resnet18', '/no/such/nope.pth')
+
+
+def test_every_plan_describes_itself(tmp_path, monkeypatch):
+    "Regression: describe() built every message eagerly and failed on plans without a file path."
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    from tsbn_nb.nets import plan_weights
+    assert 'from scratch' in plan_weights('resnet18', 'none').describe()
+    assert 'no ImageNet file' in plan_weights('resnet18', 'auto').describe()

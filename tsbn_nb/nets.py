@@ -298,13 +298,15 @@ class WeightPlan:
     def describe(self) -> str:
         "One line for a person."
         s = self.spec
-        return {'scratch': f"{self.arch}: from scratch (pretrained={self.setting!r})",
-                'missing': f"{self.arch}: from scratch (pretrained='auto' and no ImageNet file in {self.path.parent})",
-                'cache': f"{self.arch}: {s.name if s else ''} weights from the torch hub cache, {self.path}",
-                'downloaded': f"{self.arch}: {s.name if s else ''} weights downloaded to {self.path}",
-                'download': f"{self.arch}: will download {s.file if s else ''} ({s.size_mb if s else 0:.1f} MB) from "
-                            f"{s.url if s else ''} into {self.path.parent}",
-                'file': f"{self.arch}: weights from the file {self.path}"}[self.action]
+        where = self.path.parent if self.path is not None else 'the torch hub cache'
+        texts = {'scratch': lambda: f"{self.arch}: from scratch (pretrained={self.setting!r})",      # built lazily:
+                 'missing': lambda: f"{self.arch}: from scratch (pretrained='auto' and no ImageNet file in {where})",
+                 'cache': lambda: f"{self.arch}: {s.name if s else ''} weights from the torch hub cache, {self.path}",
+                 'downloaded': lambda: f"{self.arch}: {s.name if s else ''} weights downloaded to {self.path}",
+                 'download': lambda: f"{self.arch}: will download {s.file if s else ''} ({s.size_mb if s else 0:.1f} MB) "
+                                     f"from {s.url if s else ''} into {where}",
+                 'file': lambda: f"{self.arch}: weights from the file {self.path}"}                # path may be None
+        return texts[self.action]()
 
 def _spec_for_file(arch:str, name:str) -> WeightSpec|None:
     return next((weight_spec(arch, n) for n in weight_names(arch) if weight_spec(arch, n).file == name), None)
