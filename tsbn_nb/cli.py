@@ -6,7 +6,8 @@
 from __future__ import annotations
 import argparse, sys, warnings
 from pathlib import Path
-from .core import TsbnError, get_config
+from .core import TsbnError, get_config, PROFILES
+from .registry import ALGORITHMS, did_you_mean
 
 # %% auto #0
 __all__ = ['build_parser', 'main']
@@ -15,7 +16,7 @@ __all__ = ['build_parser', 'main']
 def _overrides(pairs) -> dict:
     "`-p key value` pairs as a dict, checked against the Config fields."
     out = dict(pairs or [])
-    if out: get_config('smoke', **out)     # unknown keys and bad values fail here, with the valid names
+    if out: get_config('smoke', **out)     # unknown keys and bad values fail here, naming the closest valid setting
     return out
 
 def _positive_int(s:str) -> int:
@@ -25,107 +26,138 @@ def _positive_int(s:str) -> int:
     if v < 1: raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
     return v
 
+def _algorithm(s:str) -> str:
+    "argparse type: an algorithm key of the registry, with a suggestion when mistyped."
+    if s in ALGORITHMS: return s
+    raise argparse.ArgumentTypeError(f"unknown algorithm {s!r}{did_you_mean(s, ALGORITHMS)}; choose from {', '.join(ALGORITHMS)}")
+
+def _profile(s:str) -> str:
+    "argparse type: a profile name of `tsbn_nb.core.PROFILES`, with a suggestion when mistyped."
+    if s in PROFILES: return s
+    raise argparse.ArgumentTypeError(f"unknown profile {s!r}{did_you_mean(s, PROFILES)}; choose from {', '.join(PROFILES)}")
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     "Print warnings as one 'tsbn: warning:' line (no source file, line number or code)."
     print(f'tsbn: warning: {message}', file=sys.stderr if file is None else file)
 
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser of `tsbn`."
-    from tsbn_nb.train import ALGORITHMS
-    p = argparse.ArgumentParser(prog='tsbn', description='TSBN reproduction: data, runs, sweeps and reports.')
-    p.add_argument('--debug', action='store_true', help='show tracebacks')
-    sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    "Help with every default shown (none for flags and unset options) and the examples of the epilog kept as written."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if action.default in (None, False, argparse.SUPPRESS) or 'default' in h: return h
+        return super()._get_help_string(action)
 
-    ph = sub.add_parser('phantom', help='write the built-in synthetic INbreast-like dataset')
+_EXAMPLES = """examples:
+  tsbn phantom data/phantom                                  # the built-in synthetic INbreast-like dataset
+  tsbn data info data/phantom                                # counts, labels, the fold table
+  tsbn run --data data/phantom --algorithm tsbn-u --fold 0   # one run in this process
+  tsbn reproduce --data data/phantom --profile demo --workers 2 --verify results/demo
+  tsbn reproduce --data INbreast/ --profile paper -p epochs 30 --dry-run
+  tsbn report results/demo
+  tsbn predict model/ scans/ --out predictions.csv
+
+'tsbn COMMAND --help' shows a command's options. Settings (-p KEY VALUE) are the fields of tsbn_nb.core.Config."""
+_KINDS = ['auto', 'inbreast', 'manifest']
+
+def _sub(sub, name, help, epilog=None):
+    return sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Help)
+
+def _data_options(q, out_help, out_required=False):
+    "The options every training command shares: data, profile, layout, output, cache, bad images, settings."
+    q.add_argument('--data', required=True, help='INbreast folder, phantom folder or manifest CSV')
+    q.add_argument('--profile', type=_profile, default='demo', help=f"settings profile: {' | '.join(PROFILES)}")
+    q.add_argument('--kind', default='auto', choices=_KINDS, help='dataset layout (auto: guessed from DATA)')
+    q.add_argument('--out', required=out_required, default=None, help=out_help)
+    q.add_argument('--cache-dir', default=None, help='preprocessing cache (default: beside the data)')
+    q.add_argument('--skip-bad', action='store_true', help='skip unreadable images with a warning')
+    q.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images (same file or bytes) instead of stopping')
+    q.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'), dest='params',
+                   help='override a setting, e.g. -p epochs 3 (repeatable)')
+
+def _add_data_commands(sub):
+    ph = _sub(sub, 'phantom', 'write the built-in synthetic INbreast-like dataset')
     ph.add_argument('out_dir', help='folder to create (INbreast.csv + AllDICOMs/)')
-    ph.add_argument('--n-patients', type=int, default=115)
-    ph.add_argument('--scale', type=float, default=None, help='image size as a fraction of INbreast (3328x4084)')
-    ph.add_argument('--seed', type=int, default=0)
-    ph.add_argument('--overwrite', action='store_true')
-
-    da = sub.add_parser('data', help='inspect a dataset')
-    dsub = da.add_subparsers(dest='data_cmd', required=True, metavar='ACTION')
-    di = dsub.add_parser('info', help='counts, labels and the fold table')
+    ph.add_argument('--n-patients', type=int, default=115, help='number of women (115 as in INbreast)')
+    ph.add_argument('--scale', type=float, default=None, help='image size as a fraction of INbreast (3328x4084); default: the phantom\'s own')
+    ph.add_argument('--seed', type=int, default=0, help='seed of the generator (same seed, same bytes)')
+    ph.add_argument('--overwrite', action='store_true', help='rewrite a folder that holds another phantom')
+    da = _sub(sub, 'data', 'inspect a dataset or write a manifest for a public one')
+    dsub = da.add_subparsers(dest='data_cmd', required=True, metavar='ACTION', help='info | manifest')
+    di = _sub(dsub, 'info', 'counts, labels and the fold table')
     di.add_argument('data', help='INbreast folder, phantom folder or manifest CSV')
-    di.add_argument('--kind', default='auto', choices=['auto', 'inbreast', 'manifest'])
-    di.add_argument('--folds', type=int, default=5)
-    di.add_argument('--fold-seed', type=int, default=0)
+    di.add_argument('--kind', default='auto', choices=_KINDS, help='dataset layout (auto: guessed from DATA)')
+    di.add_argument('--folds', type=int, default=5, help='number of cross-validation folds')
+    di.add_argument('--fold-seed', type=int, default=0, help='seed of the fold split')
     di.add_argument('--image-level', action='store_true', help='split images, not patients')
-    di.add_argument('--birads-map', default='paper')
+    di.add_argument('--birads-map', default='paper', help='INbreast: BI-RADS -> label mapping (see 02_datasets)')
     di.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images instead of stopping')
-    dm = dsub.add_parser('manifest', help='write a manifest CSV from a public dataset as its publisher released it')
+    dm = _sub(dsub, 'manifest', 'write a manifest CSV from a public dataset as its publisher released it')
     dm.add_argument('--from', dest='kind', required=True, metavar='KIND', help='mias | cbis-ddsm | vindr | cmmd | inbreast | auto')
     dm.add_argument('source_dir', help='the folder the download was unpacked into')
     dm.add_argument('-o', '--out', required=True, help='manifest CSV to write')
     dm.add_argument('--birads-map', default='paper', help='VinDr-Mammo / INbreast: BI-RADS -> label mapping')
     dm.add_argument('--absolute', action='store_true', help='absolute paths instead of paths relative to the manifest')
 
-    def common(q):
-        q.add_argument('--data', required=True, help='INbreast folder, phantom folder or manifest CSV')
-        q.add_argument('--profile', default='demo', choices=['paper', 'demo', 'smoke'])
-        q.add_argument('--kind', default='auto', choices=['auto', 'inbreast', 'manifest'])
-        q.add_argument('--out', default=None, help='results folder (default results/<profile>)')
-        q.add_argument('--cache-dir', default=None, help='preprocessing cache (default: beside the data)')
-        q.add_argument('--skip-bad', action='store_true', help='skip unreadable images with a warning')
-        q.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images (same file or bytes) instead of stopping')
-        q.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'), dest='params',
-                       help='override a setting, e.g. -p epochs 3 (repeatable)')
-
-    ru = sub.add_parser('run', help='train and evaluate one (algorithm, fold) in this process')
-    common(ru)
-    ru.add_argument('--algorithm', required=True, choices=ALGORITHMS)
-    ru.add_argument('--fold', type=int, required=True)
-    ru.add_argument('--seed', type=int, default=0)
+def _add_run_commands(sub):
+    ru = _sub(sub, 'run', 'train and evaluate one (algorithm, fold) in this process')
+    _data_options(ru, 'results folder (default: results/<profile>)')
+    ru.add_argument('--algorithm', required=True, type=_algorithm, metavar='ALGO', help=' | '.join(ALGORITHMS))
+    ru.add_argument('--fold', type=int, required=True, help='held-out fold, 0..n_folds-1')
+    ru.add_argument('--seed', type=int, default=0, help='seed of the run (weights, augmentation, batches)')
     ru.add_argument('--force', action='store_true', help='replace a finished record made with other settings')
-
-    rp = sub.add_parser('reproduce', help='sweep algorithms x folds x seeds with papermill, then Table II + Fig. 4')
-    common(rp)
-    rp.add_argument('--algorithms', nargs='+', default=list(ALGORITHMS), metavar='ALGO', help=' '.join(ALGORITHMS))
-    rp.add_argument('--folds', nargs='+', type=int, default=None)
-    rp.add_argument('--seeds', nargs='+', type=int, default=[0])
+    rp = _sub(sub, 'reproduce', 'sweep algorithms x folds x seeds with papermill, then Table II + Fig. 4', _EXAMPLES)
+    _data_options(rp, 'results folder (default: results/<profile>)')
+    rp.add_argument('--algorithms', nargs='+', type=_algorithm, default=list(ALGORITHMS), metavar='ALGO',
+                    help=f"algorithms to run (default: all seven: {' '.join(ALGORITHMS)})")
+    rp.add_argument('--folds', nargs='+', type=int, default=None, help='folds to run (default: all)')
+    rp.add_argument('--seeds', nargs='+', type=int, default=[0], help='seeds to run; several give the seed spread of the report')
     rp.add_argument('--workers', type=int, default=1, help='notebooks run at once on this machine')
     rp.add_argument('--scheduler', default=None, help='Dask scheduler address, e.g. tcp://host:8786')
+    rp.add_argument('--scheduler-file', default=None, help="Dask scheduler file (dask scheduler --scheduler-file), the HPC convention")
     rp.add_argument('--force', action='store_true', help='rerun runs whose records exist')
-    rp.add_argument('--no-report', action='store_true')
+    rp.add_argument('--no-report', action='store_true', help='train only; no Table II / Fig. 4')
     rp.add_argument('--n-boot', type=int, default=2000, help='bootstrap replicates of the report')
     rp.add_argument('--dry-run', action='store_true',
                     help='print the plan (each run, its state and record) and an estimated wall time; train nothing')
     rp.add_argument('--verify', default=None, metavar='REFERENCE_DIR',
                     help='after the report, compare the runs with a reference results folder (e.g. results/demo)')
 
-    ve = sub.add_parser('verify', help='compare the runs of a results folder with a reference: identical, consistent or outside')
+def _add_result_commands(sub):
+    ve = _sub(sub, 'verify', 'compare the runs of a results folder with a reference: identical, consistent or outside')
     ve.add_argument('run_dir', help='results folder of the rerun')
     ve.add_argument('reference_dir', help='results folder of the reference (several seeds give its spread)')
-
-    re_ = sub.add_parser('report', help='Table II, Fig. 4 and statistics from existing run records')
-    re_.add_argument('results_dir')
+    re_ = _sub(sub, 'report', 'Table II, Fig. 4 and statistics from existing run records')
+    re_.add_argument('results_dir', help='results folder holding runs/<algorithm>/fold<k>-seed<s>.json')
     re_.add_argument('--allow-mixed', action='store_true', help='accept runs with different configs or data')
-    re_.add_argument('--n-boot', type=int, default=2000)
+    re_.add_argument('--n-boot', type=int, default=2000, help='bootstrap replicates of the confidence intervals')
 
-    tf = sub.add_parser('train-final', help='train the downstream model on all labelled images; save a model directory')
-    tf.add_argument('--data', required=True, help='INbreast folder, phantom folder or manifest CSV')
-    tf.add_argument('--algorithm', default='tsbn-u', choices=ALGORITHMS)
-    tf.add_argument('--profile', default='demo', choices=['paper', 'demo', 'smoke'])
-    tf.add_argument('--out', required=True, metavar='MODEL_DIR', help='model directory to write (model.pt, model.json, MODEL_CARD.md)')
+def _add_model_commands(sub):
+    tf = _sub(sub, 'train-final', 'train the downstream model on all labelled images; save a model directory')
+    _data_options(tf, 'model directory to write (model.pt, model.json, MODEL_CARD.md)', out_required=True)
+    tf.add_argument('--algorithm', default='tsbn-u', type=_algorithm, metavar='ALGO', help=' | '.join(ALGORITHMS))
     tf.add_argument('--results', default=None, metavar='RESULTS_DIR',
                     help="a reproduction's results folder: its cross-validated metrics go into the model card")
-    tf.add_argument('--kind', default='auto', choices=['auto', 'inbreast', 'manifest'])
-    tf.add_argument('--cache-dir', default=None, help='preprocessing cache (default: beside the data)')
-    tf.add_argument('--skip-bad', action='store_true', help='skip unreadable images with a warning')
     tf.add_argument('--overwrite', action='store_true', help='replace a model already in MODEL_DIR')
-    tf.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'), dest='params',
-                    help='override a setting, e.g. -p epochs 3 (repeatable)')
-
-    pr = sub.add_parser('predict', help='predict mammograms with a trained model (probability of malignancy)')
+    pr = _sub(sub, 'predict', 'predict mammograms with a trained model (probability of malignancy)')
     pr.add_argument('model_dir', help='model directory from train-final, or results/<profile>/runs/<algorithm>/ (fold ensemble)')
     pr.add_argument('paths', nargs='+', metavar='PATH', help='DICOM / PNG / PGM / TIFF files or folders (searched recursively)')
     pr.add_argument('--out', default=None, metavar='CSV', help='write the predictions to this CSV file')
     pr.add_argument('--explain', default=None, metavar='DIR', help='write a Grad-CAM heat-map PNG per image into DIR')
     pr.add_argument('--explain-class', default='malignant', choices=['malignant', 'benign', 'predicted'],
-                    help='the class whose evidence the heat maps show (default: malignant)')
+                    help='the class whose evidence the heat maps show')
     pr.add_argument('--threshold', type=float, default=None, help="decision threshold (default: the model's)")
     pr.add_argument('--device', default='cpu', help='cpu | auto | cuda | cuda:N')
-    pr.add_argument('--batch-size', type=_positive_int, default=8, help='images per forward pass (default 8)')
+    pr.add_argument('--batch-size', type=_positive_int, default=8, help='images per forward pass')
+
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser of `tsbn` (torch-free: building it and `--help` load no deep-learning library)."
+    from tsbn_nb import __version__
+    p = argparse.ArgumentParser(prog='tsbn', description='TSBN reproduction: data, runs, sweeps and reports.',
+                                epilog=_EXAMPLES, formatter_class=_Help)
+    p.add_argument('--version', action='version', version=f'tsbn_nb {__version__}')
+    p.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND', help='one of the commands below')
+    for add in (_add_data_commands, _add_run_commands, _add_result_commands, _add_model_commands): add(sub)
     return p
 
 # %% ../nbs/11_cli.ipynb #898d7f7c
@@ -153,6 +185,7 @@ def _dispatch(a) -> int:
         from tsbn_nb.sweep import reproduce
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,
                       workers=a.workers, scheduler=a.scheduler, overrides=_overrides(a.params), force=a.force,
+                      **({'scheduler_file': a.scheduler_file} if a.scheduler_file else {}),
                       kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, report=not a.no_report, n_boot=a.n_boot,
                       dry_run=a.dry_run, dedupe=a.dedupe)
         if a.dry_run: return 0

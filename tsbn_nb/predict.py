@@ -18,6 +18,7 @@ from .core import (Config, TsbnError, get_config, atomic_write_bytes, atomic_wri
 from .dicom import PreprocParams, _cache_one, _sniff
 from .datasets import parse_inbreast_filename
 from .nets import ResNetClassifier
+from .registry import DISPLAY_NAMES, HARDWARE_KEYS, IDENTITY_KEYS, config_diff, get_algorithm
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'CLASS_NAMES', 'IMAGE_SUFFIXES', 'UnreadableFilesWarning', 'sha256_file',
@@ -99,18 +100,9 @@ def cv_performance(results_dir, # a reproduction's results folder (table2.csv, s
     return out
 
 # %% ../nbs/12_predict.ipynb #71b250cf
-def _pm(d:dict) -> str:
-    mean, std = d.get('mean', float('nan')), d.get('std', float('nan'))
-    if mean != mean: return '–'
-    return f"{mean:.1f} ± {std:.1f}" if std == std else f"{mean:.1f}"
-
-def _ci(d:dict) -> str:
-    if 'pooled' not in d or d['pooled'] != d['pooled']: return '–'
-    return f"{d['pooled']:.1f} [{d['lo']:.1f}, {d['hi']:.1f}]"
-
 def _performance_section(meta:dict) -> list[str]:
     from tsbn_nb.metrics import METRICS
-    from tsbn_nb.report import METRIC_NAMES
+    from tsbn_nb.report import METRIC_NAMES, fmt_pm, fmt_ci
     cv, name = meta.get('cv_performance'), meta.get('algorithm_name', meta['algorithm'])
     if not cv:
         return ["No cross-validated performance was given when this model was trained. The final model was trained on",
@@ -120,7 +112,7 @@ def _performance_section(meta:dict) -> list[str]:
     lines = [f"Cross-validation of the same recipe ({name}) in `{cv['results_dir']}`: {cv['n_folds']}-fold, "
              f"{cv['n_runs']} run(s). Unit: %.", '',
              '| metric | mean ± std over folds | pooled out-of-fold [95% CI] |', '|---|:---:|:---:|']
-    lines += [f"| {METRIC_NAMES[m]} | {_pm(cv['metrics'][m])} | {_ci(cv['metrics'][m])} |" for m in METRICS]
+    lines += [f"| {METRIC_NAMES[m]} | {fmt_pm(cv['metrics'][m].get('mean'), cv['metrics'][m].get('std'), 1)} | {fmt_ci(*(cv['metrics'][m].get(k, float('nan')) for k in ('pooled', 'lo', 'hi')))} |" for m in METRICS]
     lines.append('')
     if 'n_boot' in cv:
         lines += [f"CIs: percentile bootstrap over patients ({cv['n_boot']} replicates) of the pooled predictions of "
@@ -140,7 +132,6 @@ def _performance_section(meta:dict) -> list[str]:
 def model_card(meta:dict, # the content of model.json
               ) -> str:
     "MODEL_CARD.md text for a model directory: details, intended use, data, performance, limitations, usage."
-    from tsbn_nb.report import DISPLAY_NAMES
     name = DISPLAY_NAMES.get(meta['algorithm'], meta['algorithm'])
     meta = dict(meta, algorithm_name=name)
     td, cfg, inp = meta.get('training_data', {}), meta.get('config', {}), meta.get('input', {})
@@ -308,7 +299,6 @@ class Predictor:
 
 # %% ../nbs/12_predict.ipynb #a218cefb
 _FOLD_FILE = re.compile(r'^fold(\d+)(?:-seed(\d+))?\.pt$')
-_SKIP_KEYS = ('seed', 'device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every')   # may differ between folds
 
 def _load_model_dir(d:Path, device) -> Predictor:
     from tsbn_nb import __version__
@@ -353,9 +343,8 @@ def _load_fold_models(d:Path, files:list, device) -> Predictor:
         models.append(_build_classifier(cfg.backbone, obj['classifier'], f).to(device))
         cfgs.append((f, obj.get('algorithm'), cfg))
     f0, alg0, cfg0 = cfgs[0]
-    base = {k: v for k, v in cfg0.to_dict().items() if k not in _SKIP_KEYS}
-    for f, alg, cfg in cfgs[1:]:
-        diff = sorted(k for k, v in cfg.to_dict().items() if k not in _SKIP_KEYS and base.get(k) != v)
+    for f, alg, cfg in cfgs[1:]:       # the folds of one recipe: only the seed and the hardware may differ
+        diff = config_diff(cfg0.to_dict(), cfg.to_dict(), ignore=HARDWARE_KEYS + ('seed',))
         if diff or alg != alg0:
             raise TsbnError(f"{f} and {f0} were trained differently ({', '.join(diff) or 'algorithm'} differ): a fold "
                             "ensemble needs one recipe; keep the fold*.pt files of one sweep in the folder")
@@ -582,15 +571,13 @@ def _labels_desc(df) -> str:
 
 def _cv_differences(cv:dict, cfg:Config) -> list[str]:
     "Config keys (without identity and hardware keys) on which the cross-validated runs differ from `cfg`."
-    from tsbn_nb.train import comparable_config
-    mine = {k: v for k, v in comparable_config(cfg.to_dict()).items() if k not in ('seed', 'fold', 'algorithm')}
     diff = set()
     for c in cv.get('configs', []):
-        diff |= {k for k, v in mine.items() if k in c and c[k] != v}
+        diff |= set(config_diff(c, cfg.to_dict(), ignore=HARDWARE_KEYS + IDENTITY_KEYS, shared_only=True))
     return sorted(diff)
 
 def train_final(data, # INbreast folder, phantom folder or manifest CSV
-                algorithm:str='tsbn-u', # one of tsbn_nb.train.ALGORITHMS
+                algorithm:str='tsbn-u', # one of tsbn_nb.registry.ALGORITHMS
                 profile:str='demo', # paper | demo | smoke
                 out_dir='model', # the model directory to write
                 results=None, # a reproduction's results folder: its cross-validated numbers go into the card
@@ -602,9 +589,9 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
                 **overrides) -> Path: # any Config field, e.g. epochs=3
     "Train `algorithm` on every labelled image of `data` (no held-out fold) and write a model directory; return it."
     from tsbn_nb.datasets import prepare_data, MammoDataset
-    from tsbn_nb.train import Trainer, ALGORITHMS, w_pos_for
+    from tsbn_nb.train import Trainer, w_pos_for
     out = Path(out_dir).expanduser()
-    if algorithm not in ALGORITHMS: raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    get_algorithm(algorithm)            # a mistyped name fails here, with the closest valid one
     if (out / 'model.json').exists() and not overwrite:
         raise TsbnError(f"{out} already holds a model (model.json): choose another output folder or pass overwrite=True "
                         "(--overwrite) to replace it")

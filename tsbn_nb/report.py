@@ -9,33 +9,25 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
+from .registry import ALGORITHMS, DISPLAY_NAMES, REGISTRY, HARDWARE_KEYS, IDENTITY_KEYS, plot_style
 from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, get_config, complete_config
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'DISPLAY_NAMES', 'METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'IDENTITY_KEYS',
-           'HARDWARE_KEYS', 'REQUIRED_KEYS', 'PREDICTION_EXTRAS', 'LINE_STYLES', 'MARKERS', 'PROBE_FILE',
+__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'REQUIRED_KEYS', 'PREDICTION_EXTRAS', 'PROBE_FILE',
            'write_fake_runs', 'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm',
            'format_table2', 'seed_noise', 'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown',
            'to_latex', 'write_table2', 'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table',
            'stats_paragraph', 'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
-ALGORITHMS = ['resnet', 'simclr', 'cr-f-resnet', 'gm-f-resnet', 'gm-m-resnet', 'tsbn-u', 'tsbn-r']
-DISPLAY_NAMES = dict(zip(ALGORITHMS, ['ResNet', 'SimCLR', 'CR-F-ResNet', 'GM-F-ResNet', 'GM-M-ResNet', 'TSBN-U', 'TSBN-R']))
 METRIC_NAMES = dict(accuracy='Accuracy', sensitivity='Sensitivity', specificity='Specificity', youden='YI', f1='F1', auc='AUC')
 
-PAPER_TABLE2 = pd.DataFrame.from_records([   # Table II of the paper, (mean, std) in %
-    ('resnet',      82.94, 2.17, 82.00, 4.47, 83.27, 1.99, 65.27, 5.48, 71.31, 3.52),
-    ('simclr',      84.46, 2.57, 82.00, 2.74, 85.32, 3.83, 67.32, 3.50, 73.32, 3.10),
-    ('cr-f-resnet', 83.48, 2.68, 82.00, 2.74, 84.00, 4.51, 66.00, 2.09, 72.08, 2.72),
-    ('gm-f-resnet', 84.74, 3.30, 82.00, 2.74, 85.69, 3.66, 67.69, 6.03, 73.68, 4.77),
-    ('gm-m-resnet', 84.76, 2.08, 81.00, 2.24, 86.07, 2.41, 67.07, 3.87, 73.36, 3.04),
-    ('tsbn-u',      85.53, 1.87, 84.00, 2.24, 86.07, 2.68, 70.07, 2.84, 75.06, 2.52),
-    ('tsbn-r',      85.78, 2.65, 83.00, 2.74, 86.75, 2.73, 69.75, 5.26, 75.18, 3.92)],
+PAPER_TABLE2 = pd.DataFrame.from_records(     # Table II of the paper, (mean, std) in %, from the registry
+    [(k, *[v for m in METRICS[:5] for v in a.paper[m]]) for k, a in REGISTRY.items()],
     columns=['algorithm'] + [f'{m}_{s}' for m in METRICS[:5] for s in ('mean', 'std')]).set_index('algorithm')
 
-PAPER_AUC = {a: float('nan') for a in ALGORITHMS} | {'tsbn-u': 0.893, 'tsbn-r': 0.899}   # Sec. III-C; others unknown
+PAPER_AUC = {k: a.paper.get('auc', float('nan')) for k, a in REGISTRY.items()}   # Sec. III-C gives TSBN's only
 
 # %% ../nbs/09_report.ipynb #cec3f651
 def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>[-seed<s>].json
@@ -82,8 +74,6 @@ def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>
 
 # %% ../nbs/09_report.ipynb #9c43c4c6
 RUN_FILE = re.compile(r'^fold(\d+)(?:-seed(\d+))?\.json$')
-IDENTITY_KEYS = ('algorithm', 'fold', 'seed')          # name the run; differ by design
-HARDWARE_KEYS = ('device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every')   # as train.comparable_config
 REQUIRED_KEYS = ('algorithm', 'fold', 'seed', 'config', 'predictions')
 PREDICTION_EXTRAS = ('laterality', 'view', 'birads')   # kept from the records when present ('' otherwise)
 
@@ -414,9 +404,6 @@ def pooled_by_image(pooled:pd.DataFrame, # prediction table from `load_runs`
     return out.drop(columns='label_n')
 
 # %% ../nbs/09_report.ipynb #eceacf7a
-LINE_STYLES = ['-', '--', '-.', ':', (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 2))]
-MARKERS = ['o', 's', '^', 'D', 'v', 'P', 'X']
-
 def fig4(pooled:pd.DataFrame, # prediction table from `load_runs` (or `pooled_by_image`)
          out_dir, # folder for fig4.png and fig4.pdf
          dpi:int=200, # resolution of the png
@@ -428,15 +415,16 @@ def fig4(pooled:pd.DataFrame, # prediction table from `load_runs` (or `pooled_by
     seeds = sorted(set(pooled.seed)) if 'seed' in pooled else [0]
     per_seed = pooled_auc_by_seed(pooled) / 100 if len(seeds) > 1 else None
     img = pooled if 'n_seeds' in pooled else pooled_by_image(pooled[pooled.seed == seeds[0]])   # one run per image
-    palette = sns.color_palette('colorblind', len(ALGORITHMS))
+    algs = [a for a in ALGORITHMS if a in set(img.algorithm)] + sorted(set(img.algorithm) - set(ALGORITHMS))
+    palette = sns.color_palette('colorblind', max(len(algs), 7))
     with sns.axes_style('whitegrid'):
         fig = Figure(figsize=(5.2, 5.0)); ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], color='0.6', lw=1, ls=(0, (2, 2)), label='Chance (AUC = 0.500)')
-        for i, a in enumerate(ALGORITHMS):
+        for i, a in enumerate(algs):
             d = img[img.algorithm == a]
             if d.empty: continue
             fpr, tpr, _ = roc_points(d.label.to_numpy(), d.prob.to_numpy())
-            ax.plot(fpr, tpr, color=palette[i], ls=LINE_STYLES[i], marker=MARKERS[i], markevery=0.1, ms=4, lw=1.6,
+            ax.plot(fpr, tpr, color=palette[i], ls=plot_style(i)[0], marker=plot_style(i)[1], markevery=0.1, ms=4, lw=1.6,
                     label=f'{DISPLAY_NAMES[a]} (AUC = {roc_auc(d.label.to_numpy(), d.prob.to_numpy()):.3f}'
                           + (f'; {len(seeds)} seeds {per_seed.loc[DISPLAY_NAMES[a]].mean():.3f} ± {per_seed.loc[DISPLAY_NAMES[a]].std(ddof=1):.3f})'
                              if per_seed is not None else ')'))

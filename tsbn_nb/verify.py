@@ -10,17 +10,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 from .core import TsbnError
-from .report import load_runs, config_differences, DISPLAY_NAMES, ALGORITHMS, IDENTITY_KEYS, HARDWARE_KEYS
+from .report import load_runs, config_differences
+from .registry import DISPLAY_NAMES, ALGORITHMS, IDENTITY_KEYS, HARDWARE_KEYS, config_diff
 
 # %% auto #0
 __all__ = ['compare_runs', 'verify']
 
 # %% ../nbs/09b_verify.ipynb #21b421d7
-def _settings(runs:pd.DataFrame) -> dict:
-    "The settings that must agree between a rerun and its reference (config without identity and hardware keys)."
-    c = dict(runs.config.iloc[0])
-    return {k: v for k, v in c.items() if k not in IDENTITY_KEYS + HARDWARE_KEYS}
-
 def compare_runs(run_dir, # results folder of the rerun (runs/<algorithm>/fold<k>[-seed<s>].json)
                  reference_dir, # results folder of the reference, ideally with several seeds
                  level:float=0.95, # coverage of the prediction intervals
@@ -28,8 +24,8 @@ def compare_runs(run_dir, # results folder of the rerun (runs/<algorithm>/fold<k
     "One row per run of `run_dir`: identical to the reference's run?, its AUC, the reference's interval, within it?"
     runs, pooled = load_runs(run_dir)
     ref, ref_pooled = load_runs(reference_dir)
-    a, b = _settings(runs), _settings(ref)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    # the settings that must agree between a rerun and its reference: all but identity and hardware keys
+    diff = config_diff(dict(runs.config.iloc[0]), dict(ref.config.iloc[0]), ignore=IDENTITY_KEYS + HARDWARE_KEYS)
     if diff:
         raise TsbnError(f"{run_dir} and {reference_dir} were made with different settings ({', '.join(diff)}): "
                         "a rerun can only be verified against a reference made with the same settings")
