@@ -120,3 +120,61 @@ def test_unreachable_scheduler_is_one_clear_error(phantom, tmp_path):
     with pytest.raises(TsbnError, match=r'cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 10 s'):
         reproduce(phantom, 'smoke', out_dir=tmp_path / 'res', algorithms=['resnet'], folds=[0],
                   scheduler='tcp://127.0.0.1:9', report=False, log=lambda *a: None)
+
+
+# --- Dask on a cluster (issue 14.4): scheduler file, the worker check, retries and per-run failures ---------------
+
+def _scheduler_file(cluster, tmp_path):
+    "What `dask scheduler --scheduler-file PATH` writes (its address is what a Client reads)."
+    f = tmp_path / 'scheduler.json'
+    f.write_text(json.dumps({'type': 'Scheduler', 'address': cluster.scheduler_address}))
+    return f
+
+
+def test_dask_refuses_at_once_without_gpu_workers(phantom, tmp_path, capsys):
+    "The paper profile asks each run for resources={'GPU': 1}: workers without it would leave the sweep hanging."
+    distributed = pytest.importorskip('distributed')
+    import time
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+        sf = _scheduler_file(cl, tmp_path)
+        t0 = time.time()
+        rc = main(['reproduce', '--data', str(phantom), '--profile', 'paper', '--algorithms', 'resnet', '--folds', '0',
+                   '--scheduler-file', str(sf), '--out', str(tmp_path / 'res'), '--no-report'])
+        err = capsys.readouterr().err
+        assert time.time() - t0 < 30
+    assert rc == 2 and err.startswith('tsbn: error:') and 'Traceback' not in err, err
+    assert f'dask worker {cl.scheduler_address} --resources GPU=1' in err and 'offers a GPU' in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'res' / 'runs').exists()                  # nothing was submitted or trained
+
+
+def test_dask_failing_task_is_reported_and_the_others_finish(phantom, tmp_path, monkeypatch):
+    "A task that raises on its worker is retried, then reported for its run (with its notebook); the others finish."
+    distributed = pytest.importorskip('distributed')
+    import tsbn_nb.sweep as sweep
+    real, calls = sweep.execute_run, []
+    def flaky(spec, threads=None, **kw):
+        calls.append((spec.name, threads))
+        if spec.fold == 1: raise OSError(f'cannot read {spec.data} on this node')
+        return real(spec, threads=threads, **kw)
+    monkeypatch.setattr(sweep, 'execute_run', flaky)          # in-process workers call the patched function
+    out, lines = tmp_path / 'res', []
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cl:
+        s = reproduce(phantom, 'smoke', out_dir=out, algorithms=['resnet'], folds=[0, 1, 2],
+                      scheduler_file=_scheduler_file(cl, tmp_path), retries=1, log=lines.append)
+    assert [r['name'] for r in s['failed']] == ['resnet/fold1'], s['failed']
+    f = s['failed'][0]
+    assert f['error'].startswith('OSError on a Dask worker: cannot read') and f['notebook'].endswith('runs/resnet/fold1.ipynb')
+    assert [n for n, _ in calls].count('resnet/fold1') == 2                 # tried, then retried once
+    assert {t for _, t in calls} == {1}                  # 3 threads, 3 CPU runs at once: one thread each
+    assert (out / 'runs' / 'resnet' / 'fold0.json').exists() and (out / 'runs' / 'resnet' / 'fold2.json').exists()
+    assert s['missing'] == ['resnet/fold1'] and s['report'] is None
+    assert any('1 run(s) failed' in l for l in lines) and any('resnet/fold1: OSError' in l for l in lines), lines
+
+
+def test_dask_scheduler_file_missing_is_one_clear_error(phantom, tmp_path):
+    pytest.importorskip('distributed')
+    from tsbn_nb.core import TsbnError
+    with pytest.raises(TsbnError, match=r'scheduler file .*missing.json not found: start the scheduler with `dask scheduler --scheduler-file'):
+        reproduce(phantom, 'smoke', out_dir=tmp_path / 'res', algorithms=['resnet'], folds=[0],
+                  scheduler_file=tmp_path / 'missing.json', report=False, log=lambda *a: None)

@@ -20,13 +20,15 @@ __all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_r
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
-    "Path of the experiment notebook `name` (from a checkout of tsbn_nb, or the current folder)."
+    "Path of the experiment notebook `name`: a checkout's nbs/experiments, else the installed package's copy, else ./nbs/experiments."
     import tsbn_nb
-    for base in (Path(tsbn_nb.__file__).resolve().parent.parent, Path.cwd()):
-        p = base / 'nbs' / 'experiments' / name
-        if p.exists(): return p
-    raise TsbnError(f"experiment notebook nbs/experiments/{name} not found: run tsbn from a checkout of tsbn_nb "
-                    "(pip install -e .) or from the folder that contains nbs/")
+    pkg = Path(tsbn_nb.__file__).resolve().parent
+    for p in (pkg.parent / 'nbs' / 'experiments' / name,       # a source checkout (pip install -e .)
+              pkg / 'experiments' / name,                      # an installed wheel (package data)
+              Path.cwd() / 'nbs' / 'experiments' / name):
+        if p.is_file(): return p
+    raise TsbnError(f"experiment notebook {name} not found in nbs/experiments/ of a checkout nor in the installed "
+                    f"package ({pkg / 'experiments'}): reinstall tsbn_nb (pip install .) or run from a checkout")
 
 # %% ../nbs/10_sweep.ipynb #d71b2d62
 @dataclass
@@ -177,21 +179,6 @@ def _run_local(todo, workers, on_done):
     with ThreadPoolExecutor(max_workers=workers) as ex:
         for f in as_completed([ex.submit(work, s) for s in todo]): on_done(f.result())
 
-def _run_dask(todo, scheduler, needs_gpu, on_done):
-    try: from distributed import Client, as_completed as dask_completed
-    except ImportError: raise TsbnError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
-    try: client = scheduler if hasattr(scheduler, 'submit') else Client(scheduler, timeout='10s')
-    except (OSError, TimeoutError) as e:
-        raise TsbnError(f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(e).__name__}): start it "
-                        "(dask scheduler) or check the address") from None
-    try:
-        res = {'GPU': 1} if needs_gpu else None
-        futs = [client.submit(execute_run, s, resources=res, pure=False, key=f'tsbn-{s.name}-{time.time_ns()}')
-                for s in todo]
-        for f in dask_completed(futs): on_done(f.result())
-    finally:
-        if client is not scheduler: client.close()
-
 # %% ../nbs/10_sweep.ipynb #1b41acbf
 def plan_table(specs:list, # from `plan`
                fingerprint:str|None=None, # the data's fingerprint (stale records are redone)
@@ -215,9 +202,15 @@ def plan_table(specs:list, # from `plan`
     return pd.DataFrame(rows)
 
 def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, folds=None, seeds=(0,),
-              workers:int=1, scheduler=None, overrides=None, force:bool=False, kind:str='auto', cache_dir=None,
+              workers:int=1, # notebooks run at once on this machine (without a Dask scheduler)
+              scheduler=None, # a Dask scheduler address (tcp://host:8786) or a distributed.Client
+              overrides=None, force:bool=False, kind:str='auto', cache_dir=None,
               skip_bad:bool=False, report:bool=True, n_boot:int=2000, log=print, dry_run:bool=False,
-              dedupe:bool=False) -> dict:
+              dedupe:bool=False,
+              scheduler_file=None, # or the JSON file of `dask scheduler --scheduler-file PATH`
+              retries:int=1, # Dask: times a run whose task raised is tried again (a failing notebook is not)
+              dask_wait:float=60, # Dask: seconds to wait for a first worker
+             ) -> dict:
     "Run every missing (algorithm, fold, seed) with papermill, then the report; return a summary dict."
     from tsbn_nb.datasets import prepare_data, get_folds
     from tsbn_nb.core import default_results_dir
@@ -230,73 +223,83 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
                         f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
     for s in specs: s.force, s.dedupe = force, dedupe
-    t0 = time.perf_counter()
-    df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
-    folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
-    fp = df.attrs.get('fingerprint')
-    if dry_run:
-        ref = default_results_dir(profile)
-        t = plan_table(specs, fp, ref if ref.resolve() != out_dir else out_dir)
-        log(t[['run', 'state', 'record']].to_string(index=False))
-        left = t[t.state != 'done']
-        est = left.est_s.sum() / max(1, int(workers))
-        log(f"{len(t)} runs: {len(t) - len(left)} done, {len(left)} to run" + (
-            f"; about {_fmt_s(est)} with {workers} worker(s), from the wall times recorded in {ref} (same profile; "
-            "another machine or load changes it)" if left.est_s.notna().all() and len(left) else
-            "; no recorded wall times of this profile to estimate the time"))
-        return dict(out_dir=str(out_dir), runs=len(t), plan=t, failed=[], missing=[], ran=0, report=None)
-    if report: write_probe(df, folds, out_dir, log=log)
-    if todo_weights := [s for s in specs if not s.record.exists()]:      # fetch ImageNet weights once, here, not per run
-        from tsbn_nb.nets import prepare_weights
-        log(prepare_weights(cfg, log=log).describe())
-    todo = specs if force else [s for s in specs if not is_done(s, fp)]
-    stale = sum(s.record.exists() for s in todo) if not force else 0
-    log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
-        + (f", {stale} of them stale: their data changed" if stale else '') + f"), profile {profile}, data {data}, results in {out_dir}")
-    results, t_runs = [], time.perf_counter()
-    bar = tqdm(total=len(todo), desc='runs', unit='run', disable=None if sys.stderr.isatty() else True)
-    def on_done(r):
-        results.append(r); bar.update(1)
-        msg = ((f"AUC {r['auc']:.3f}" if r['auc'] is not None else 'AUC n/a') if r['ok'] else
-               f"skipped: {r['error']}" if r.get('skipped') else f"FAILED: {r['error']}")
-        left = len(todo) - len(results)
-        eta = (time.perf_counter() - t_runs) / len(results) * left
-        line = f"[{len(results)}/{len(todo)}] {r['name']}: {msg} ({r['wall_s']:.1f} s)" + (f", about {_fmt_s(eta)} left" if left else '')
-        if not r['ok']: line += f"\n    see {r['notebook']}"
-        (bar.write if not bar.disable else log)(line)
-    _STOP.clear()
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():      # Ctrl-C / SIGTERM stop the whole sweep quickly
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, lambda *_: stop_running())
+    needs_gpu, client, owned = _needs_gpu(cfg, profile), None, False
+    if (scheduler is not None or scheduler_file is not None) and not dry_run:   # the cluster is checked before any work
+        client, where, owned = _dask_client(scheduler, scheduler_file)
+        try: _check_workers(client, where, needs_gpu, dask_wait)
+        except BaseException:
+            if owned: client.close()
+            raise
     try:
-        if todo:
-            if scheduler: _run_dask(todo, scheduler, cfg.device != 'cpu' and profile == 'paper', on_done)
-            else: _run_local(todo, max(1, int(workers)), on_done)
-    finally:
-        for sig, h in handlers.items(): signal.signal(sig, h)
-    bar.close()
-    if _STOP.is_set():
-        done = [r['name'] for r in results if r['ok']]
-        cut = [r['name'] for r in results if r.get('interrupted')]
-        log(f"interrupted: {len(done)} run(s) finished and kept, {len(cut)} stopped while training "
-            f"({', '.join(cut) or 'none'}; their checkpoints are kept), {len(todo) - len(done) - len(cut)} not started. "
-            "Rerun the same command to resume.")
-        raise KeyboardInterrupt
-    failed = [r for r in results if not r['ok'] and not r.get('skipped')]
-    summary = {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed,
-               'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
-    missing = [s.name for s in specs if not s.record.exists()]
-    summary['missing'] = missing
-    if failed or missing:
-        log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
-            "(finished runs are kept).")
-        for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
+        t0 = time.perf_counter()
+        df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
+        folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
+        fp = df.attrs.get('fingerprint')
+        if dry_run:
+            ref = default_results_dir(profile)
+            t = plan_table(specs, fp, ref if ref.resolve() != out_dir else out_dir)
+            log(t[['run', 'state', 'record']].to_string(index=False))
+            left = t[t.state != 'done']
+            est = left.est_s.sum() / max(1, int(workers))
+            log(f"{len(t)} runs: {len(t) - len(left)} done, {len(left)} to run" + (
+                f"; about {_fmt_s(est)} with {workers} worker(s), from the wall times recorded in {ref} (same profile; "
+                "another machine or load changes it)" if left.est_s.notna().all() and len(left) else
+                "; no recorded wall times of this profile to estimate the time"))
+            return dict(out_dir=str(out_dir), runs=len(t), plan=t, failed=[], missing=[], ran=0, report=None)
+        if report: write_probe(df, folds, out_dir, log=log)
+        if todo_weights := [s for s in specs if not s.record.exists()]:      # fetch ImageNet weights once, here, not per run
+            from tsbn_nb.nets import prepare_weights
+            log(prepare_weights(cfg, log=log).describe())
+        todo = specs if force else [s for s in specs if not is_done(s, fp)]
+        stale = sum(s.record.exists() for s in todo) if not force else 0
+        log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
+            + (f", {stale} of them stale: their data changed" if stale else '') + f"), profile {profile}, data {data}, results in {out_dir}")
+        results, t_runs = [], time.perf_counter()
+        bar = tqdm(total=len(todo), desc='runs', unit='run', disable=None if sys.stderr.isatty() else True)
+        def on_done(r):
+            results.append(r); bar.update(1)
+            msg = ((f"AUC {r['auc']:.3f}" if r['auc'] is not None else 'AUC n/a') if r['ok'] else
+                   f"skipped: {r['error']}" if r.get('skipped') else f"FAILED: {r['error']}")
+            left = len(todo) - len(results)
+            eta = (time.perf_counter() - t_runs) / len(results) * left
+            line = f"[{len(results)}/{len(todo)}] {r['name']}: {msg} ({r['wall_s']:.1f} s)" + (f", about {_fmt_s(eta)} left" if left else '')
+            if not r['ok']: line += f"\n    see {r['notebook']}"
+            (bar.write if not bar.disable else log)(line)
+        _STOP.clear()
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():      # Ctrl-C / SIGTERM stop the whole sweep quickly
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, lambda *_: stop_running())
+        try:
+            if todo:
+                if client is not None: _run_dask(todo, client, needs_gpu, on_done, retries)
+                else: _run_local(todo, max(1, int(workers)), on_done)
+        finally:
+            for sig, h in handlers.items(): signal.signal(sig, h)
+        bar.close()
+        if _STOP.is_set():
+            done = [r['name'] for r in results if r['ok']]
+            cut = [r['name'] for r in results if r.get('interrupted')]
+            log(f"interrupted: {len(done)} run(s) finished and kept, {len(cut)} stopped while training "
+                f"({', '.join(cut) or 'none'}; their checkpoints are kept), {len(todo) - len(done) - len(cut)} not started. "
+                "Rerun the same command to resume.")
+            raise KeyboardInterrupt
+        failed = [r for r in results if not r['ok'] and not r.get('skipped')]
+        summary = {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed,
+                   'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
+        missing = [s.name for s in specs if not s.record.exists()]
+        summary['missing'] = missing
+        if failed or missing:
+            log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
+                "(finished runs are kept).")
+            for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
+            return summary
+        if report:
+            summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
+        log(f"done in {summary['wall_s']:.0f} s")
         return summary
-    if report:
-        summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
-    log(f"done in {summary['wall_s']:.0f} s")
-    return summary
+    finally:
+        if owned: client.close()
 
 def write_probe(df, folds, out_dir, log=print) -> dict:
     "Run the shortcut probe (global image statistics only) on the sweep's data and folds; write shortcut_probe.json."
@@ -343,3 +346,91 @@ def _run_report(nb, out_dir, out_nb, allow_mixed, n_boot, log) -> str:
     log(f"Table II: {Path(out_dir) / 'table2.md'} (.csv, .tex)\nFig. 4:   {Path(out_dir) / 'fig4.png'} (.pdf)\n"
         f"report:   {out_nb}")
     return str(out_nb)
+
+# %% ../nbs/10_sweep.ipynb #1ee6ecaf
+def _needs_gpu(cfg, profile:str) -> bool:
+    "Whether a run asks the cluster for a GPU: an explicit CUDA device, or the paper profile's 'auto'."
+    return str(cfg.device).startswith('cuda') or (cfg.device == 'auto' and profile == 'paper')
+
+def _dask_threads(nthreads:int, # the worker's threads (tasks it runs at once)
+                  resources:dict|None, # the worker's resources, e.g. {'GPU': 2}
+                  needs_gpu:bool) -> int:
+    "Threads for one run on a Dask worker: the worker's threads divided by the runs it executes at once."
+    nthreads = max(1, int(nthreads))
+    at_once = max(1, min(nthreads, int(float((resources or {}).get('GPU', 0))))) if needs_gpu else nthreads
+    return max(1, nthreads // at_once)
+
+def _dask_run(spec:RunSpec, needs_gpu:bool) -> dict:
+    "The Dask task of one run: `execute_run` with the thread count of the worker it landed on."
+    from distributed import get_worker
+    w = get_worker()
+    return execute_run(spec, threads=_dask_threads(w.state.nthreads, w.state.total_resources, needs_gpu))
+
+def _dask_failure(spec:RunSpec, exc:BaseException|None) -> dict:
+    "The summary of a run whose Dask task raised (after its retries), whose workers died (`KilledWorker`), or was cancelled (None)."
+    if exc is None: err = 'cancelled on the Dask cluster (its scheduler or client went away)'
+    elif type(exc).__name__ == 'KilledWorker':
+        err = "KilledWorker: the Dask workers running it died (out of memory? a lost node? read the workers' logs)"
+    else: err = f'{type(exc).__name__} on a Dask worker: ' + (str(exc).strip().splitlines() or [''])[0][:300]
+    return {'name': spec.name, 'ok': False, 'wall_s': 0.0, 'notebook': str(spec.notebook), 'error': err,
+            'auc': None, 'interrupted': False, 'skipped': False}
+
+def _dask_client(scheduler=None, scheduler_file=None, timeout:int=10):
+    "(client, address, owned): a Client for `scheduler` (an address or a Client) or for `scheduler_file`."
+    if scheduler is not None and hasattr(scheduler, 'submit'): return scheduler, scheduler.scheduler.address, False
+    try: from distributed import Client
+    except ImportError:
+        raise TsbnError("a Dask scheduler needs dask.distributed: pip install 'tsbn_nb[dask]' (or 'distributed')") from None
+    if scheduler_file is not None:
+        f = Path(scheduler_file)
+        if not f.is_file():
+            raise TsbnError(f"Dask scheduler file {f} not found: start the scheduler with `dask scheduler "
+                            f"--scheduler-file {f}` (on a file system this machine sees) or pass --scheduler ADDRESS")
+        try: where = json.loads(f.read_text())['address']
+        except (OSError, ValueError, KeyError, TypeError):
+            raise TsbnError(f"Dask scheduler file {f} is not one written by `dask scheduler --scheduler-file`: "
+                            "no address in it; start the scheduler again") from None
+        kw = dict(scheduler_file=str(f))
+    else: where, kw = scheduler, dict(address=scheduler)
+    try: return Client(**kw, timeout=f'{timeout}s'), where, True
+    except (OSError, TimeoutError) as e:
+        raise TsbnError(f"cannot reach the Dask scheduler at {where} within {timeout} s ({type(e).__name__}): start it "
+                        "(dask scheduler) or check the address") from None
+
+def _check_workers(client, address:str, needs_gpu:bool, wait_s:float=60) -> list:
+    "The scheduler's workers (waiting up to `wait_s` s for a first one); refuse when none can take the runs."
+    workers = list(client.scheduler_info(n_workers=-1)['workers'].values())
+    if not workers:
+        try: client.wait_for_workers(1, timeout=wait_s)
+        except TimeoutError:
+            raise TsbnError(f"no Dask worker joined the scheduler at {address} within {wait_s:.0f} s: start workers "
+                            f"(`dask worker {address}{' --resources GPU=1' if needs_gpu else ''}`), or wait for the "
+                            "cluster to scale up and rerun") from None
+        workers = list(client.scheduler_info(n_workers=-1)['workers'].values())
+    if needs_gpu and not any(float((w.get('resources') or {}).get('GPU', 0)) >= 1 for w in workers):
+        raise TsbnError(f"none of the {len(workers)} Dask worker(s) at {address} offers a GPU, and these runs ask for "
+                        f"resources={{'GPU': 1}}: start the workers with `dask worker {address} --resources GPU=1` "
+                        "(one per GPU), or run on CPUs with -p device cpu")
+    return workers
+
+def _run_dask(todo, client, needs_gpu, on_done, retries:int=1):
+    "Submit every run of `todo` to `client`; report each as it finishes (a failure never stops the others)."
+    from distributed import wait
+    res = {'GPU': 1} if needs_gpu else None
+    pending = {}
+    for s in todo:
+        f = client.submit(_dask_run, s, needs_gpu, resources=res, retries=int(retries), pure=False,
+                          key=f'tsbn-{s.name}-{time.time_ns()}')
+        pending[f.key] = (f, s)
+    try:
+        while pending:
+            if _STOP.is_set():                     # Ctrl-C: runs not started yet are dropped
+                client.cancel([f for f, _ in pending.values()]); break
+            try: done = wait([f for f, _ in pending.values()], timeout=1, return_when='FIRST_COMPLETED').done
+            except TimeoutError: continue
+            for f in done:
+                _, s = pending.pop(f.key)
+                if f.status == 'finished': on_done(f.result())
+                else: on_done(_dask_failure(s, f.exception() if f.status == 'error' else None))
+    finally:
+        for f, _ in pending.values(): f.release()
