@@ -19,6 +19,7 @@ from .dicom import PreprocParams, _cache_one, _sniff
 from .datasets import parse_inbreast_filename
 from .nets import ResNetClassifier
 from .registry import DISPLAY_NAMES, HARDWARE_KEYS, IDENTITY_KEYS, config_diff, get_algorithm
+from .record import RunRecord
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'CLASS_NAMES', 'IMAGE_SUFFIXES', 'UnreadableFilesWarning', 'sha256_file',
@@ -351,9 +352,8 @@ def _load_fold_models(d:Path, files:list, device) -> Predictor:
     params = PreprocParams.from_config(cfg0)
     fps = set()
     for f, *_ in cfgs:
-        rec = f.with_suffix('.json')
-        try: fps.add(json.loads(rec.read_text(encoding='utf-8'))['provenance']['data_fingerprint'])
-        except Exception: pass
+        try: fps.add(RunRecord.read(f.with_suffix('.json')).data_fingerprint)
+        except TsbnError: pass                 # a fold model without its record: the fingerprint stays unknown
     meta = dict(format='tsbn-fold-ensemble', algorithm=alg0, arch=cfg0.backbone, config=cfg0.to_dict(),
                 preprocessing=params.to_dict(), threshold=cfg0.threshold, files=[f.name for f, *_ in cfgs],
                 n_models=len(models), training_data=dict(fingerprint=', '.join(sorted(fps)) or 'unknown'))

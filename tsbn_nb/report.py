@@ -10,15 +10,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from .registry import ALGORITHMS, DISPLAY_NAMES, REGISTRY, HARDWARE_KEYS, IDENTITY_KEYS, plot_style
+from .record import RunRecord
 from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, get_config, complete_config
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'REQUIRED_KEYS', 'PREDICTION_EXTRAS', 'PROBE_FILE',
-           'write_fake_runs', 'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm',
-           'format_table2', 'seed_noise', 'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown',
-           'to_latex', 'write_table2', 'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table',
-           'stats_paragraph', 'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
+__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'PROBE_FILE', 'write_fake_runs',
+           'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2', 'seed_noise',
+           'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2',
+           'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph',
+           'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
 METRIC_NAMES = dict(accuracy='Accuracy', sensitivity='Sensitivity', specificity='Specificity', youden='YI', f1='F1', auc='AUC')
@@ -64,56 +65,46 @@ def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', RuntimeWarning)     # tiny folds may lack a class
                     met = binary_metrics(y, prob, cfg.get('threshold', 0.5))
-                rec = dict(algorithm=a, fold=k, seed=int(s), profile=cfg['profile'],
-                           config=cfg | dict(algorithm=a, fold=k, seed=int(s)), predictions=preds, metrics=met,
-                           history=[dict(epoch=0, loss=0.69)], weights='from scratch',
-                           provenance=dict(version=__version__, git_commit='fake', data_fingerprint='fake0000',
-                                           device='cpu', wall_time_s=0.0))
-                paths.append(atomic_write_json(root / 'runs' / a / name, rec))
+                rec = RunRecord(a, k, int(s), cfg | dict(algorithm=a, fold=k, seed=int(s)), preds, profile=cfg['profile'],
+                                dataset='fake (synthetic predictions)', synthetic=True, metrics=met,
+                                history=[dict(epoch=0, loss=0.69)], weights='from scratch',
+                                provenance=dict(version=__version__, git_commit='fake', data_fingerprint='fake0000',
+                                                device='cpu', wall_time_s=0.0))
+                paths.append(rec.write(root / 'runs' / a / name))
     return paths
 
 # %% ../nbs/09_report.ipynb #9c43c4c6
 RUN_FILE = re.compile(r'^fold(\d+)(?:-seed(\d+))?\.json$')
-REQUIRED_KEYS = ('algorithm', 'fold', 'seed', 'config', 'predictions')
 PREDICTION_EXTRAS = ('laterality', 'view', 'birads')   # kept from the records when present ('' otherwise)
 
 def _read_record(path:Path, root:Path) -> tuple[dict, pd.DataFrame]:
     "Read one record: a dict of run-level values and a DataFrame of its predictions."
     rel = path.relative_to(root).as_posix()
-    try: rec = json.loads(path.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TsbnError(f"{path}: not a JSON run record ({e}); delete it or rerun that fold") from None
-    if not isinstance(rec, dict): raise TsbnError(f"{path}: a run record must be a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in rec]
-    if missing: raise TsbnError(f"{path}: run record lacks {missing}; was it written by tsbn_nb's trainer?")
-    alg = rec['algorithm']
-    if alg not in ALGORITHMS: raise TsbnError(f"{path}: unknown algorithm {alg!r}: expected one of {', '.join(ALGORITHMS)}")
+    rec = RunRecord.read(path)                  # validated: identity, config, every prediction's keys
+    alg = rec.algorithm
     mt = RUN_FILE.match(path.name)
-    if path.parent.name != alg or int(mt.group(1)) != int(rec['fold']) or (mt.group(2) is not None and int(mt.group(2)) != int(rec['seed'])):
+    if path.parent.name != alg or int(mt.group(1)) != rec.fold or (mt.group(2) is not None and int(mt.group(2)) != rec.seed):
         raise TsbnError(f"{path}: file name says {path.parent.name}/{path.name} but the record says algorithm={alg!r}, "
-                        f"fold={rec['fold']}, seed={rec['seed']}: files were moved or renamed")
-    try: pr = pd.DataFrame.from_records(rec['predictions'], columns=['image_id', 'patient_id', 'label', 'prob'])
-    except (TypeError, ValueError) as e: raise TsbnError(f"{path}: predictions must be a list of objects ({e})") from None
-    if pr.isna().any().any():
-        raise TsbnError(f"{path}: predictions need image_id, patient_id, label and prob in every entry; some are missing")
+                        f"fold={rec.fold}, seed={rec.seed}: files were moved or renamed")
+    pr = pd.DataFrame.from_records(rec.predictions, columns=['image_id', 'patient_id', 'label', 'prob'])
     if pr.image_id.duplicated().any():
         raise TsbnError(f"{path}: image {pr.image_id[pr.image_id.duplicated()].iloc[0]!r} is predicted twice in one run")
-    cfg = complete_config(rec['config']) if isinstance(rec['config'], dict) else {}
+    cfg = complete_config(rec.config)
     y, p = check_binary(pr.label.to_numpy(), pr.prob.to_numpy(), str(path))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         m = binary_metrics(y, p, float(cfg.get('threshold', 0.5)))
     if w: warnings.warn(f"{rel}: {w[0].message}", RuntimeWarning)
-    stored = rec.get('metrics') or {}
+    stored = rec.metrics or {}
     same = lambda a, b: bool(np.isclose(float('nan') if a is None else float(a), b, atol=1e-6, equal_nan=True))
     bad = [k for k in METRICS if k in stored and not same(stored[k], m[k])]
     if bad: warnings.warn(f"{rel}: stored metrics {bad} differ from those of its predictions; using the recomputed ones")
-    prov = rec.get('provenance') or {}
-    wsrc = str(rec.get('weights', 'unknown'))
-    data = next((str(x) for x in (rec.get('dataset'), cfg.get('dataset'), prov.get('data'), cfg.get('data'),
-                                  cfg.get('data_dir')) if x), 'unknown')
-    row = dict(path=rel, algorithm=alg, method=DISPLAY_NAMES[alg], fold=int(rec['fold']), seed=int(rec['seed']),
-               profile=rec.get('profile', cfg.get('profile', 'unknown')),
+    prov = rec.provenance or {}
+    wsrc = str(rec.weights)
+    data = next((str(x) for x in (rec.dataset if rec.dataset != 'unknown' else None, cfg.get('dataset'), prov.get('data'),
+                                  cfg.get('data'), cfg.get('data_dir')) if x), 'unknown')
+    row = dict(path=rel, algorithm=alg, method=DISPLAY_NAMES[alg], fold=rec.fold, seed=rec.seed,
+               profile=rec.profile if rec.profile != 'unknown' else cfg.get('profile', 'unknown'), synthetic=rec.is_synthetic,
                weights='imagenet' if wsrc.lower().startswith('imagenet') else wsrc, weights_source=wsrc, dataset=data,
                n_images=len(pr), n_patients=pr.patient_id.nunique(), **m,
                version=prov.get('version', 'unknown'), git_commit=prov.get('git_commit', 'unknown'),
@@ -121,7 +112,7 @@ def _read_record(path:Path, root:Path) -> tuple[dict, pd.DataFrame]:
                wall_time_s=prov.get('wall_time_s', float('nan')), config=cfg)
     pr = pr.assign(algorithm=alg, fold=row['fold'], seed=row['seed'], image_id=pr.image_id.astype(str),
                    patient_id=pr.patient_id.astype(str), label=y.astype(int), prob=p)
-    extra = pd.DataFrame.from_records(rec['predictions']).reindex(columns=list(PREDICTION_EXTRAS))
+    extra = pd.DataFrame.from_records(rec.predictions).reindex(columns=list(PREDICTION_EXTRAS))
     pr = pr.assign(**{c: extra[c].astype(object).where(extra[c].notna(), '').astype(str).to_numpy() for c in PREDICTION_EXTRAS})
     return row, pr[['algorithm', 'fold', 'seed', 'image_id', 'patient_id', *PREDICTION_EXTRAS, 'label', 'prob']]
 
@@ -339,9 +330,9 @@ def write_table2(t2:pd.DataFrame, # output of `table2`
 def dataset_kind(runs:pd.DataFrame) -> str:
     "'synthetic', 'INbreast', 'mixed' or 'unknown', from the runs' recorded data set."
     kinds = set()
-    for d in runs.dataset.astype(str).str.lower():
-        kinds.add('synthetic' if any(w in d for w in ('phantom', 'synthetic', 'fake')) else
-                  'INbreast' if 'inbreast' in d else 'manifest' if 'manifest' in d else 'unknown')
+    syn = runs.synthetic if 'synthetic' in runs else [False] * len(runs)     # decided by the record (`RunRecord.is_synthetic`)
+    for s, d in zip(syn, runs.dataset.astype(str).str.lower()):
+        kinds.add('synthetic' if s else 'INbreast' if 'inbreast' in d else 'manifest' if 'manifest' in d else 'unknown')
     return kinds.pop() if len(kinds) == 1 else 'mixed'
 
 def table2_caption(runs:pd.DataFrame, # per-run table from `load_runs`
