@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tsbn-installed
+DEV_STAMP := $(VENV)/.tsbn-dev-installed
 PROFILE ?= demo
 DATA ?= data/phantom
 WORKERS ?= 2
@@ -17,15 +18,23 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install reproduce test export clean-nbs check-sync check-clean nbtest pytest bench bench-gpu phantom
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
+# Runtime only (make reproduce, make phantom): the package, what it imports and the kernel its notebooks run in.
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e . $(TORCH_PIN)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# What make test and the notebook tools need on top: the extras [dev] (nbdev, execnb, pytest), [lab] (jupyterlab,
+# ipywidgets: notebook progress bars) and [dask] (distributed, dask-jobqueue), all covered by the tests.
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab,dask]' $(TORCH_PIN)
+	$(BIN)/python -m pip check
+	touch $(DEV_STAMP)
 
 # The built-in synthetic INbreast-like dataset (deterministic: same seed, same bytes). Checked on every call:
 # a no-op when the folder holds this phantom, rewritten when it holds an older generator's.
@@ -36,28 +45,28 @@ reproduce: $(STAMP) phantom
 	$(BIN)/tsbn reproduce --data $(DATA) --profile $(PROFILE) --workers $(WORKERS) --seeds $(SEEDS) \
 	  --out $(RERUN) --verify $(REFERENCE)
 
-export: $(STAMP)
+export: $(DEV_STAMP)
 	$(BIN)/nbdev_export
 
-clean-nbs: $(STAMP)
+clean-nbs: $(DEV_STAMP)
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_clean --fname nbs/experiments
 
 # tsbn_nb/ must be exactly what nbdev_export makes of nbs/.
-check-sync: $(STAMP)
+check-sync: $(DEV_STAMP)
 	$(BIN)/nbdev_export
 	@if [ -n "$$(git status --porcelain -- tsbn_nb)" ]; then \
 	  git status --short -- tsbn_nb; \
 	  echo "tsbn_nb/ is out of sync with nbs/: run 'make export' and commit both."; exit 1; fi
 
 # Notebooks in nbs/ carry no outputs (executed copies live under results/).
-check-clean: $(STAMP)
+check-clean: $(DEV_STAMP)
 	$(BIN)/python tests/check_clean.py nbs
 
-nbtest: $(STAMP)
+nbtest: $(DEV_STAMP)
 	$(BIN)/nbdev_test --n_workers 2
 
-pytest: $(STAMP)
+pytest: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 test: check-sync check-clean nbtest pytest

@@ -17,7 +17,9 @@ pys = ['3.10', '3.11', '3.12', '3.13']
 min_py = cfg['min_python']
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# every `<name>_requirements` of settings.ini is the extra [name] (dev, lab, dask); [all] is their union
+extras = {k[:-len('_requirements')]: shlex.split(v) for k, v in cfg.items() if k.endswith('_requirements') and v.strip()}
+extras['all'] = sorted({r for rs in extras.values() for r in rs})
 scripts = [s.strip() for s in cfg.get('console_scripts', '').split() if s.strip()]
 
 setuptools.setup(
@@ -37,10 +39,15 @@ setuptools.setup(
         'Natural Language :: ' + cfg['language'].title(),
     ] + ([f'License :: {lic[1]}'] if lic[1] else [])
       + [f'Programming Language :: Python :: {v}' for v in pys[pys.index(min_py):]],
-    packages=setuptools.find_packages(include=['tsbn_nb', 'tsbn_nb.*']),
+    # The papermill notebooks of `tsbn reproduce` / `tsbn report` ship as package data: nbs/experiments/ is mapped to
+    # tsbn_nb/experiments/ in the wheel (one source, nothing copied by hand that could drift), so an installed tsbn_nb
+    # finds them without a checkout (tsbn_nb.sweep.find_notebook), on a laptop or on a Dask worker.
+    packages=setuptools.find_packages(include=['tsbn_nb', 'tsbn_nb.*']) + ['tsbn_nb.experiments'],
+    package_dir={'tsbn_nb.experiments': 'nbs/experiments'},
+    package_data={'tsbn_nb.experiments': ['*.ipynb']},
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require=extras,
     python_requires='>=' + min_py,
     zip_safe=False,
     entry_points={
