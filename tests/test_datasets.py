@@ -269,3 +269,22 @@ def test_unknown_hashes_are_not_duplicates(tmp_path):
     df = pd.DataFrame(dict(path=files, label=[0, 1, 0], content_hash=[np.nan, None, np.nan]))
     out = _drop_duplicates(df, lambda i: f'row {i}', 'test', dedupe=False)
     assert len(out) == 3
+
+
+def test_run_fold_path_shows_preprocessing_off_a_terminal(inb, cfg, tmp_path, capsys):
+    "run_fold passes progress=None: preprocessing (11 images: BI-RADS 3 is excluded) is reported in a few plain stderr lines when stderr is a log."
+    prepare_data(inb, cfg, cache_dir=tmp_path / 'c', progress=None, workers=1)
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith('preprocessing mammograms')]
+    assert lines[0] == 'preprocessing mammograms: 11 images' and lines[-1].startswith('preprocessing mammograms: 11/11 (100%), ')
+    assert len(lines) == 5 and '\r' not in err
+
+
+def test_mask_outside_reaches_the_cache(inb, tmp_path):
+    "The Config's mask_outside is part of the preprocessing: its own cache entry and key; off keeps the old key."
+    from tsbn_nb.dicom import PreprocParams
+    off = prepare_data(inb, get_config('smoke'), cache_dir=tmp_path / 'c', progress=False, workers=1)[0]
+    on = prepare_data(inb, get_config('smoke', mask_outside=True), cache_dir=tmp_path / 'c', progress=False, workers=1)[0]
+    assert off.attrs['preproc'] == PreprocParams(64, 32).key() == '931b0c012f907832'    # the key before the field existed
+    assert on.attrs['preproc'] == PreprocParams(64, 32, mask_outside=True).key() != off.attrs['preproc']
+    assert on.attrs['cache_key'] != off.attrs['cache_key'] and on.attrs['fingerprint'] == off.attrs['fingerprint']

@@ -150,3 +150,59 @@ def test_recovered_file_rebuilds(tmp_path, monkeypatch):
     c2 = build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', workers=0)
     assert c2.key == c1.key and not c2.reused and c2.ok.all() and len(c2) == 3
     assert [p.name for p in (tmp_path / 'c').iterdir() if p.name != HASH_STORE] == [c2.key]
+
+
+def _film_pgm(path: Path, n=512, label=True):
+    "An 8-bit binary PGM film scan (mini-MIAS style): a left breast on a grainy base, a bright label in its box's corner."
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:n, :n]
+    breast = ((yy - n / 2) / (0.42 * n)) ** 2 + (xx / (0.6 * n)) ** 2 <= 1
+    a = np.where(breast, 150 + rng.integers(0, 40, (n, n)), 20 + rng.integers(0, 8, (n, n)))
+    lab = np.zeros((n, n), bool)
+    if label: lab[int(0.12 * n):int(0.17 * n), int(0.44 * n):int(0.57 * n)] = True
+    a[lab] = 245
+    Image.fromarray(a.astype(np.uint8)).save(path)
+    assert path.read_bytes()[:2] == b'P5'
+    return breast, lab
+
+
+def test_film_label_masked_through_the_cache(tmp_path):
+    "A PGM film's label inside the crop box: kept by default, the background level with mask_outside; breast untouched."
+    p = tmp_path / 'mdb001.pgm'
+    breast, lab = _film_pgm(p)
+    img = read_mammogram(p)[0]
+    box = build_cache([p], ['L'], PreprocParams(128, 64), tmp_path / 'c').meta[0]['box']
+    r0, r1, c0, c1 = box
+    assert lab[r0:r1, c0:c1].sum() == lab.sum()     # the crop keeps the whole label
+    size = (r1 - r0, c1 - c0)                                                     # the resize is then the identity
+    plain = build_cache([p], ['L'], PreprocParams(*size), tmp_path / 'c')
+    masked = build_cache([p], ['L'], PreprocParams(*size, mask_outside=True), tmp_path / 'c')
+    assert masked.key != plain.key and tuple(masked.meta[0]["box"]) == tuple(box)
+    L, B = lab[r0:r1, c0:c1], breast[r0:r1, c0:c1]
+    a0, a1 = np.asarray(plain.images[0], np.float32), np.asarray(masked.images[0], np.float32)
+    bg = masked.meta[0]['background']
+    assert abs(bg - 24 / 255) < 3 / 255                                          # the film base, not 0
+    assert a0[L].min() > 0.9                                                      # label there without the mask
+    np.testing.assert_array_equal(a1[L], np.float16(bg).astype(np.float32))      # all of it background with it
+    np.testing.assert_array_equal(a1[B], a0[B])                                   # every breast pixel as read
+    np.testing.assert_array_equal(a0, np.asarray(img[r0:r1, c0:c1], np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize('progress', [True, None, False])
+def test_progress_lines_off_a_terminal(tmp_path, capsys, progress):
+    "stderr not a terminal (pytest captures it): a start line and one line per quarter, no carriage returns."
+    files = _dataset(tmp_path / 'd', n=8, h=60, w=48)
+    build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', workers=2, progress=progress)
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith('preprocessing mammograms')]
+    if progress is False:
+        assert lines == []
+        return
+    assert '\r' not in err and lines[0] == 'preprocessing mammograms: 8 images'
+    import re
+    got = [re.fullmatch(r'preprocessing mammograms: (\d+)/8 \((\d+)%\), \d+\.\d s', l).groups() for l in lines[1:]]
+    assert got == [('2', '25'), ('4', '50'), ('6', '75'), ('8', '100')]
+    capsys.readouterr()
+    build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', workers=2, progress=progress)   # reused: silent
+    assert 'preprocessing mammograms' not in capsys.readouterr().err

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'RANGES', 'TsbnError', 'Config', 'get_config', 'complete_config', 'atomic_write_bytes',
+__all__ = ['PROFILES', 'RANGES', 'BEFORE', 'TsbnError', 'Config', 'get_config', 'complete_config', 'atomic_write_bytes',
            'atomic_write_text', 'atomic_write_json', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings',
            'project_dir', 'default_data_dir', 'default_results_dir']
 
@@ -33,6 +33,7 @@ class Config:
     group_by_patient: bool = True  # no patient in two folds (False: image-level split)
     val_fraction: float = 0.0    # optional validation split carved from the training folds only
     augment: bool = True         # flips and small intensity changes on training images
+    mask_outside: bool = True    # set what is not near the breast (film labels) to the background (see 01_dicom)
     # networks
     backbone: str = 'resnet50'   # downstream classifier: resnet18 | resnet34 | resnet50
     pretrained: str = 'imagenet1k_v1'  # initial ResNet weights: imagenet1k_v1 | imagenet1k_v2 (torchvision's ImageNet sets: torch
@@ -84,10 +85,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     'demo': dict(height=96, width=48, backbone='resnet18', pretrained='none', unet_base=8, unet_depth=3,
                  rdn_G0=8, rdn_D=3, rdn_C=3, rdn_G=8, rdn_checkpoint=False, decoder_base=8,
                  proj_dim=64, proj_hidden=128, lr=1e-3, batch_size=16, epochs=5, pretext_epochs=2, num_workers=0,
-                 w_pos_rule='train_ratio'),
+                 w_pos_rule='train_ratio', mask_outside=False),
     'smoke': dict(height=64, width=32, backbone='resnet18', pretrained='none', unet_base=4, unet_depth=2,
                   rdn_G0=4, rdn_D=2, rdn_C=2, rdn_G=4, rdn_checkpoint=False, decoder_base=4,
-                  proj_dim=8, proj_hidden=16, lr=1e-3, batch_size=4, epochs=1, pretext_epochs=1, num_workers=0),
+                  proj_dim=8, proj_hidden=16, lr=1e-3, batch_size=4, epochs=1, pretext_epochs=1, num_workers=0,
+                  mask_outside=False),
 }
 
 # %% ../nbs/00_core.ipynb #20d92fd0
@@ -157,11 +159,15 @@ def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke'
     return cfg
 
 # %% ../nbs/00_core.ipynb #c5960954
+# Settings added after records existed whose profile default is not what older code did: the value that did.
+BEFORE: dict[str, Any] = dict(mask_outside=False)
+
 def complete_config(cfg:dict # a config as recorded (maybe older than this package)
                    ) -> dict:
-    "`cfg` with the settings it predates filled in with its profile's defaults."
+    "`cfg` with the settings it predates filled in: the old behaviour (`BEFORE`), else its profile's defaults."
     prof = cfg.get('profile')
     base = get_config(prof).to_dict() if prof in PROFILES else Config().to_dict()
+    base.update(BEFORE)
     return {**{k: v for k, v in base.items() if k not in cfg}, **cfg}
 
 # %% ../nbs/00_core.ipynb #920e6d78

@@ -592,11 +592,11 @@ def default_cache_dir(df:pd.DataFrame) -> Path:
     return _cache_home(df.attrs.get('data_dir', '.'))
 
 def prepare_data(data, # data folder or manifest (see `load_dataset`)
-                 cfg, # a `Config`: height, width, birads_map are used
+                 cfg, # a `Config`: height, width, mask_outside, birads_map are used
                  cache_dir=None, # preprocessing cache (default: `default_cache_dir`)
                  kind:str='auto', # auto | inbreast | manifest
                  skip_bad:bool=False, # drop missing / unreadable images with a warning instead of failing
-                 progress=True, # progress bar while building the cache
+                 progress=True, # preprocessing progress: a bar on a terminal, else a few log lines (False: none)
                  workers=None, # decoding processes (None: chosen by build_cache)
                  dedupe:bool=False, # keep the first of an image listed twice (same file or same bytes) instead of failing
                 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -607,7 +607,7 @@ def prepare_data(data, # data folder or manifest (see `load_dataset`)
         df = load(False)                     # files the hash store does not know are hashed by the cache build
     for w in said: warnings.warn(w.message, stacklevel=2)
     from tsbn_nb.dicom import PreprocParams, build_cache
-    params = PreprocParams(cfg.height, cfg.width)
+    params = PreprocParams.from_config(cfg)           # height, width, mask_outside
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(df)
     try: cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise TsbnError(f"cannot create the cache folder {cache_dir} ({e}): pass cache_dir (--cache-dir) "

@@ -22,10 +22,11 @@ try: import xxhash
 except ImportError: xxhash = None   # a dependency in settings.ini; `content_hash` says how to install it
 
 # %% auto #0
-__all__ = ['HASH_STORE', 'CACHE_VERSION', 'CACHE_MAX_AGE_DAYS', 'save_dicom', 'grey_lut', 'apply_lut', 'read_mammogram',
-           'otsu_threshold', 'segment_breast', 'mask_bbox', 'crop_to_mask', 'chest_wall_side', 'orient',
-           'resize_weights', 'resize_image', 'PreprocParams', 'preprocess_with_info', 'preprocess', 'content_hash',
-           'file_signature', 'file_hashes', 'cache_key', 'ImageCache', 'prune_cache', 'build_cache']
+__all__ = ['MASK_DILATE', 'HASH_STORE', 'CACHE_VERSION', 'CACHE_MAX_AGE_DAYS', 'save_dicom', 'grey_lut', 'apply_lut',
+           'read_mammogram', 'otsu_threshold', 'segment_breast', 'mask_bbox', 'crop_to_mask', 'mask_outside_breast',
+           'chest_wall_side', 'orient', 'resize_weights', 'resize_image', 'PreprocParams', 'preprocess_with_info',
+           'preprocess', 'content_hash', 'file_signature', 'file_hashes', 'cache_key', 'ImageCache', 'prune_cache',
+           'build_cache']
 
 # %% ../nbs/01_dicom.ipynb #293bab9e
 _MG_FOR_PRESENTATION = UID('1.2.840.10008.5.1.4.1.1.1.2')
@@ -327,16 +328,20 @@ def otsu_threshold(img:np.ndarray, # (H,W) image
     return float(edges[int(np.argmax(var)) + 1])
 
 # %% ../nbs/01_dicom.ipynb #fa9aba98
+def _segment(img:np.ndarray, threshold:float|None) -> tuple[np.ndarray, float]:
+    "(breast mask, threshold used): see `segment_breast`."
+    t = otsu_threshold(img) if threshold is None else float(threshold)
+    fg = np.asarray(img) > t
+    lab, n = ndi.label(fg)
+    if n == 0: return fg, t
+    sizes = np.bincount(lab.ravel())[1:]
+    return ndi.binary_fill_holes(lab == int(np.argmax(sizes)) + 1), t
+
 def segment_breast(img:np.ndarray,            # (H,W) image in [0,1], breast brighter than background
                    threshold:float|None=None  # foreground is img > threshold; None: Otsu's threshold
                   ) -> np.ndarray:
     "Bool (H,W) breast mask: thresholded, largest connected component kept, holes filled."
-    t = otsu_threshold(img) if threshold is None else float(threshold)
-    fg = np.asarray(img) > t
-    lab, n = ndi.label(fg)
-    if n == 0: return fg
-    sizes = np.bincount(lab.ravel())[1:]
-    return ndi.binary_fill_holes(lab == int(np.argmax(sizes)) + 1)
+    return _segment(img, threshold)[0]
 
 # %% ../nbs/01_dicom.ipynb #8af82040
 def mask_bbox(mask:np.ndarray # (H,W) bool
@@ -357,6 +362,28 @@ def crop_to_mask(img:np.ndarray,  # (H,W) image
     r0, r1, c0, c1 = box
     H, W = img.shape
     return img[max(r0 - margin, 0):min(r1 + margin, H), max(c0 - margin, 0):min(c1 + margin, W)]
+
+# %% ../nbs/01_dicom.ipynb #2394a2eb
+MASK_DILATE = 2   # samples of the segmentation copy kept around the breast component when masking
+
+def mask_outside_breast(img:np.ndarray,          # (H,W) full-resolution image
+                        mask:np.ndarray,         # (h,w) bool breast mask of the segmentation copy img[::s, ::s]
+                        s:int=1,                 # stride of that copy
+                        box=None,                # (r0,r1,c0,c1): return only this crop of `img` (None: all of it)
+                        bg:float=0.0,            # value written outside the breast
+                        dilate:int=MASK_DILATE,  # samples kept around the breast component (3x3 square steps)
+                       ) -> tuple[np.ndarray, float]:
+    "(float32 crop of `img` with the pixels farther than `dilate` samples from `mask` set to `bg`, fraction set)."
+    H, W = img.shape
+    r0, r1, c0, c1 = (0, H, 0, W) if box is None else box
+    if mask.shape != ((H + s - 1) // s, (W + s - 1) // s):
+        raise TsbnError(f"mask shape {mask.shape} is not that of the image {img.shape} sampled every {s} pixels")
+    keep = ndi.binary_dilation(mask, np.ones((3, 3), bool), iterations=dilate) if dilate > 0 and mask.any() else mask
+    rows = np.minimum((np.arange(r0, r1) + s // 2) // s, mask.shape[0] - 1)   # the nearest sample of each pixel
+    cols = np.minimum((np.arange(c0, c1) + s // 2) // s, mask.shape[1] - 1)
+    k = keep[np.ix_(rows, cols)]
+    out = np.where(k, np.asarray(img[r0:r1, c0:c1], np.float32), np.float32(bg))
+    return out, float(1 - k.mean()) if k.size else 0.0
 
 # %% ../nbs/01_dicom.ipynb #bb56a6f0
 def chest_wall_side(img:np.ndarray,          # (H,W) image, ideally cropped to the breast
@@ -410,6 +437,8 @@ def resize_image(img:np.ndarray, # (H,W) image
     return np.clip(out, 0, 1) if img.min(initial=0) >= 0 and img.max(initial=0) <= 1 else out
 
 # %% ../nbs/01_dicom.ipynb #ebd1ee23
+_KEY_SINCE = dict(mask_outside=False)   # fields added after the first cache keys, with the value that means "as before"
+
 @dataclass(frozen=True)
 class PreprocParams:
     "Every setting of `preprocess`; `key()` is a stable hash used to name cache entries."
@@ -422,6 +451,7 @@ class PreprocParams:
     voi: bool = True               # DICOM: apply the VOI LUT / window when present
     orient_by: str = 'auto'        # 'auto' (orientation tag, laterality, content) | 'laterality' | 'content'
     seg_size: int = 512            # long side (about) of the decimated copy used for segmentation
+    mask_outside: bool = False     # set what is not near the breast component (film labels) to the background level
 
     def __post_init__(self):
         for k in ('height', 'width', 'seg_size'):
@@ -433,18 +463,22 @@ class PreprocParams:
             raise TsbnError(f"PreprocParams.threshold={self.threshold!r}: give a value in [0, 1] or None (Otsu)")
         if self.side not in ('left', 'right', None):
             raise TsbnError(f"PreprocParams.side={self.side!r}: use 'left', 'right' or None")
+        if not isinstance(self.mask_outside, (bool, np.bool_)):
+            raise TsbnError(f"PreprocParams.mask_outside={self.mask_outside!r}: give True or False")
+        object.__setattr__(self, 'mask_outside', bool(self.mask_outside))     # numpy's bool is not JSON
         if self.orient_by not in ('auto', 'laterality', 'content'):
             raise TsbnError(f"PreprocParams.orient_by={self.orient_by!r}: use 'auto', 'laterality' or 'content'")
 
     def to_dict(self) -> dict: return asdict(self)
     def key(self) -> str:
-        "Stable hash of all fields (sorted JSON)."
-        return hash_strings([json.dumps(self.to_dict(), sort_keys=True)])
+        "Stable hash of all fields (sorted JSON); a field added later is left out while it has its old behaviour."
+        d = {k: v for k, v in self.to_dict().items() if not (k in _KEY_SINCE and v == _KEY_SINCE[k])}
+        return hash_strings([json.dumps(d, sort_keys=True)])
 
     @classmethod
     def from_config(cls, cfg, **kw) -> 'PreprocParams':
-        "Parameters for a `tsbn_nb.core.Config` (its height and width), with overrides `kw`."
-        return cls(height=cfg.height, width=cfg.width, **kw)
+        "Parameters for a `tsbn_nb.core.Config` (its height, width and mask_outside), with overrides `kw`."
+        return cls(**{'height': cfg.height, 'width': cfg.width, 'mask_outside': bool(getattr(cfg, 'mask_outside', False)), **kw})
 
 # %% ../nbs/01_dicom.ipynb #8691810b
 def preprocess_with_info(img:np.ndarray,           # (H,W) float image in [0,1]
@@ -452,7 +486,7 @@ def preprocess_with_info(img:np.ndarray,           # (H,W) float image in [0,1]
                          params:PreprocParams,
                          chest_wall:str|None=None   # 'left' | 'right' from the DICOM orientation, if known
                         ) -> tuple[np.ndarray, dict]:
-    "`preprocess`, also returning {'box': crop box (r0,r1,c0,c1), 'flipped', 'chest_wall': side used, 'content_side'}."
+    "`preprocess`, also returning {'box': crop box (r0,r1,c0,c1), 'flipped', 'chest_wall': side used, 'content_side'} (+ 'masked', 'background')."
     img = np.asarray(img, np.float32)
     if img.ndim != 2: raise TsbnError(f"expected one 2-D image, got shape {img.shape}")
     H, W = img.shape
@@ -461,14 +495,22 @@ def preprocess_with_info(img:np.ndarray,           # (H,W) float image in [0,1]
     if not small.size or small.min() == small.max() and img.min() == img.max():
         raise TsbnError(f"the image has no contrast (every pixel is {img.flat[0] if img.size else 'missing'}): "
                         "the file is blank, or its display window (WindowCenter/WindowWidth or VOI LUT) maps every pixel to one value; check it in a DICOM viewer, then replace the file or leave it out (skip_bad=True, command line --skip-bad)")
-    box, sbox = (0, H, 0, W), (0, small.shape[0], 0, small.shape[1])
+    box, sbox, b, extra = (0, H, 0, W), (0, small.shape[0], 0, small.shape[1]), None, {}
     if params.segment:
-        b = mask_bbox(segment_breast(small, params.threshold))
+        bm, t = _segment(small, params.threshold)
+        b = mask_bbox(bm)
         if b is not None:
             m, sbox = params.margin, b
             # the true edge lies between the last sample outside and the first inside: round outwards
             box = (max((b[0] - 1) * s + 1 - m, 0), min(b[1] * s + m, H), max((b[2] - 1) * s + 1 - m, 0), min(b[3] * s + m, W))
-    crop = img[box[0]:box[1], box[2]:box[3]]
+    if params.mask_outside and b is not None:        # film labels inside the box -> the background level
+        below = small[small <= t]
+        bg = float(np.median(below)) if below.size else 0.0
+        keep = ndi.binary_dilation(bm, np.ones((3, 3), bool), iterations=MASK_DILATE)
+        crop, frac = mask_outside_breast(img, keep, s, box, bg, dilate=0)
+        small = np.where(keep, small, np.float32(bg))   # the content side is judged without the labels too
+        extra = dict(masked=round(frac, 6), background=bg)
+    else: crop = img[box[0]:box[1], box[2]:box[3]]
     if params.orient_by == 'content': laterality = chest_wall = None
     elif params.orient_by == 'laterality': chest_wall = None
     sc = small[sbox[0]:sbox[1], sbox[2]:sbox[3]]
@@ -477,14 +519,14 @@ def preprocess_with_info(img:np.ndarray,           # (H,W) float image in [0,1]
     flip = params.side is not None and found != params.side
     if flip: out = np.ascontiguousarray(out[:, ::-1])
     return out, dict(box=tuple(int(v) for v in box), flipped=bool(flip), chest_wall=found,
-                     content_side=chest_wall_side(sc))
+                     content_side=chest_wall_side(sc), **extra)
 
 def preprocess(img:np.ndarray,          # (H,W) float image in [0,1] (from `read_mammogram`)
                laterality:str|None,      # 'L' | 'R' | None (then the image content decides)
                params:PreprocParams,     # sizes and options
                chest_wall:str|None=None  # 'left' | 'right' when the file says where the chest wall is
               ) -> np.ndarray:
-    "float32 (params.height, params.width) in [0,1]: segment -> crop -> orient -> resize."
+    "float32 (params.height, params.width) in [0,1]: segment -> crop (-> mask) -> orient -> resize."
     return preprocess_with_info(img, laterality, params, chest_wall)[0]
 
 # %% ../nbs/01_dicom.ipynb #0a18d54c
@@ -628,16 +670,38 @@ def _cache_job(job) -> tuple:
         except (OSError, TsbnError): pass
     return img, meta, err, seen, [str(w.message) for w in caught]
 
-def _is_tty() -> bool:
-    try: return sys.stderr.isatty()
+def _is_tty(stream=None) -> bool:
+    try: return (stream or sys.stderr).isatty()
     except (AttributeError, ValueError): return False
+
+class _Progress:
+    "Counts finished images: a tqdm bar on a terminal; elsewhere (a log file, SLURM, CI, papermill) a start line and one line per quarter."
+    def __init__(self, n:int, show:bool, desc:str='preprocessing mammograms', stream=None, tty:bool|None=None, steps:int=4):
+        self.n, self.done, self.desc, self.t0 = n, 0, desc, time.perf_counter()
+        self.stream = stream or sys.stderr                      # looked up now: pytest and papermill replace it
+        tty = _is_tty(self.stream) if tty is None else tty
+        self.bar = tqdm(total=n, desc=desc, unit='img', file=self.stream) if show and tty else None
+        self.marks = sorted({math.ceil(n * k / steps) for k in range(1, steps + 1)}) if show and not tty else []
+        if self.marks: self._say(f"{desc}: {n} image{'s' * (n != 1)}")
+    def _say(self, line:str):
+        try: print(line, file=self.stream, flush=True)
+        except (OSError, ValueError): self.marks = []          # a closed log: stop talking, keep working
+    def update(self):
+        self.done += 1
+        if self.bar is not None: self.bar.update()
+        elif self.marks and self.done >= self.marks[0]:
+            while self.marks and self.done >= self.marks[0]: self.marks.pop(0)
+            self._say(f"{self.desc}: {self.done}/{self.n} ({100 * self.done // max(self.n, 1)}%), "
+                      f"{time.perf_counter() - self.t0:.1f} s")
+    def close(self):
+        if self.bar is not None: self.bar.close()
 
 def _run_jobs(jobs, workers, progress):
     "Yield `_cache_job` results in the order of `jobs`, in this process or a process pool."
     n = len(jobs)
     nw = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     nw = max(1, min(nw, n))
-    bar = tqdm(total=n, desc='preprocessing mammograms', unit='img', disable=not (progress and _is_tty()))
+    bar = _Progress(n, show=progress is not False)            # True or None (run_fold's "as fits the output"): shown
     try:
         if nw == 1:
             for job in jobs: r = _cache_job(job); bar.update(); yield r
@@ -805,7 +869,7 @@ def build_cache(paths,                   # image files (DICOM, PNG, ...), in the
                 cache_dir,               # folder holding the cache entries
                 skip_bad:bool=False,     # leave out unreadable files with a warning instead of raising
                 workers:int|None=None,   # worker processes; None: min(2, cpu_count); <= 1: this process
-                progress:bool=True,      # tqdm progress bar (only shown on a terminal)
+                progress:bool|None=True, # shown (a bar on a terminal, else 5 log lines on stderr); False: silent
                 hashes=None,             # content hash per path, None where unknown (e.g. `load_dataset`'s); None: the store's
                ) -> ImageCache:
     "Preprocessed images of `paths`, from `cache_dir` when present, else decoded once and stored there."
