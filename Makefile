@@ -77,3 +77,13 @@ bench: $(STAMP)
 # The GPU check of the paper profile (under 5 minutes on one GPU); refuses to run without one.
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/gpu.py
+
+# The documentation site: every notebook of nbs/ executed in a temporary copy (nbs/ is never written) and rendered
+# with its outputs and figures into _docs/ (open _docs/index.html); a notebook that fails is named with its cell.
+# `make docs EXECUTE=0` renders the sources without executing (seconds); DOCS_FLAGS passes more options, e.g.
+# DOCS_FLAGS="--execute 06_losses 08_metrics" or "--timeout 1200". Not part of `make test` (tests/test_docs.py builds it).
+EXECUTE ?= 1
+DOCS_FLAGS ?=
+.PHONY: docs
+docs: $(DEV_STAMP)
+	$(BIN)/python tools/build_docs.py --out _docs $(if $(filter 0,$(EXECUTE)),--no-execute,) $(DOCS_FLAGS)
