@@ -13,8 +13,9 @@ from tsbn_nb.core import TsbnError, get_config
 from tsbn_nb.datasets import prepare_data
 from tsbn_nb.dicom import PreprocParams
 from tsbn_nb.nets import ResNetClassifier, build_classifier
-from tsbn_nb.predict import (GradCAM, Predictor, UnreadableFilesWarning, cam_peak, load_model, predict, save_model_dir,
-                             toy_lesion_images, train_final, sha256_file)
+from tsbn_nb.predict import (GradCAM, Predictor, UnreadableFilesWarning, load_model, predict, save_model_dir,
+                             train_final, sha256_file)
+from tsbn_nb.testing import cam_peak, toy_lesion_images, train_toy
 
 torch.set_num_threads(1)
 
@@ -37,7 +38,8 @@ def _by_path(preds: pd.DataFrame) -> dict:
 
 
 def _fake_results(path):
-    from tsbn_nb.report import write_fake_runs, make_report
+    from tsbn_nb.report import make_report
+    from tsbn_nb.testing import write_fake_runs
     write_fake_runs(path, algorithms=['resnet', 'tsbn-u'], n_folds=3, n_images=12)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -140,25 +142,9 @@ def test_fold_ensemble_averages_probabilities(phantom, tmp_path):
         load_model(runs)
 
 
-def _train_toy(steps=24, batch=4, size=128, seed=0):
-    "A ResNet-18 trained to detect a bright disc in noise; BatchNorm statistics recalibrated; eval mode."
-    torch.manual_seed(seed)
-    m = ResNetClassifier('resnet18', 'none')
-    opt = torch.optim.Adam(m.parameters(), 1e-3)
-    for s in range(steps):
-        xb, yb, _ = toy_lesion_images(batch, size, size, seed=seed * 1000 + s)
-        loss = F.binary_cross_entropy_with_logits(m(torch.from_numpy(xb)), torch.from_numpy(yb))
-        opt.zero_grad(); loss.backward(); opt.step()
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d): mod.reset_running_stats(); mod.momentum = None
-    with torch.no_grad():
-        for s in range(4): m(torch.from_numpy(toy_lesion_images(16, size, size, seed=seed * 1000 + 500 + s)[0]))
-    return m.eval()
-
-
 def test_gradcam_peak_is_on_the_lesion():
     # layer4 has stride 32: at 128x128 its map is 4x4 (at 64x32 it would be 2x1, too coarse to localise)
-    model = _train_toy()
+    model = train_toy()
     x, y, centres = toy_lesion_images(30, seed=123)
     maps, logits = GradCAM(model)(torch.from_numpy(x))
     assert ((logits > 0).numpy() == y.astype(bool)).mean() >= 0.9

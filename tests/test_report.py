@@ -4,7 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from tsbn_nb.core import TsbnError
-from tsbn_nb.report import write_fake_runs, ALGORITHMS, DISPLAY_NAMES, load_runs
+from tsbn_nb.report import load_runs
+from tsbn_nb.registry import ALGORITHMS, DISPLAY_NAMES
+from tsbn_nb.testing import write_fake_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / 'nbs' / 'experiments' / 'table2_fig4.ipynb'

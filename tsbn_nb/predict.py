@@ -24,8 +24,7 @@ from .record import RunRecord
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'CLASS_NAMES', 'IMAGE_SUFFIXES', 'UnreadableFilesWarning', 'sha256_file',
            'is_synthetic_data', 'cv_performance', 'model_card', 'save_model_dir', 'Predictor', 'load_model',
-           'find_images', 'load_image', 'GradCAM', 'overlay', 'save_overlay', 'explain', 'predict', 'train_final',
-           'toy_lesion_images', 'cam_peak']
+           'find_images', 'load_image', 'GradCAM', 'overlay', 'save_overlay', 'explain', 'predict', 'train_final']
 
 # %% ../nbs/12_predict.ipynb #8c5f5e68
 MODEL_FORMAT = 'tsbn-model'          # the "format" field of model.json
@@ -619,26 +618,3 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
     if (ckpt / 'last.pt').exists(): (ckpt / 'last.pt').unlink()
     if ckpt.is_dir() and not any(ckpt.iterdir()): ckpt.rmdir()
     return out
-
-# %% ../nbs/12_predict.ipynb #e0b06d41
-def toy_lesion_images(n:int, # number of images; odd indices are 'malignant'
-                      height:int=128, width:int=128, # image size
-                      radius:int=5, # disc radius in pixels
-                      seed:int=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "(x (n,1,H,W) float32 noise in [0,0.6] with a bright disc (value 1) on malignant images, y (n,), centres (n,2) row,col)."
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 0.6, (n, 1, height, width)).astype(np.float32)
-    y = (np.arange(n) % 2).astype(np.float32)
-    rr, cc = np.mgrid[:height, :width]
-    centres = np.stack([rng.integers(radius, height - radius, n), rng.integers(radius, width - radius, n)], 1)
-    for i in np.flatnonzero(y):
-        r0, c0 = centres[i]
-        x[i, 0][(rr - r0) ** 2 + (cc - c0) ** 2 <= radius ** 2] = 1.0
-    return x, y, centres
-
-def cam_peak(cam:np.ndarray, # (H,W) map
-             rel:float=0.99) -> tuple[float, float]:
-    "(row, col) of the map's peak: the centroid of the pixels >= rel * max."
-    cam = np.asarray(cam, np.float64)
-    r, c = np.nonzero(cam >= rel * cam.max())
-    return float(r.mean()), float(c.mean())

@@ -15,11 +15,11 @@ from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'PROBE_FILE', 'write_fake_runs',
-           'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2', 'seed_noise',
-           'noise_paragraph', 'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2',
-           'dataset_kind', 'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph',
-           'write_manifest', 'fmt_ci', 'evidence_text', 'make_report']
+__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'PROBE_FILE', 'config_differences',
+           'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2', 'seed_noise', 'noise_paragraph',
+           'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2', 'dataset_kind',
+           'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph', 'write_manifest', 'fmt_ci',
+           'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
 METRIC_NAMES = dict(accuracy='Accuracy', sensitivity='Sensitivity', specificity='Specificity', youden='YI', f1='F1', auc='AUC')
@@ -29,49 +29,6 @@ PAPER_TABLE2 = pd.DataFrame.from_records(     # Table II of the paper, (mean, st
     columns=['algorithm'] + [f'{m}_{s}' for m in METRICS[:5] for s in ('mean', 'std')]).set_index('algorithm')
 
 PAPER_AUC = {k: a.paper.get('auc', float('nan')) for k, a in REGISTRY.items()}   # Sec. III-C gives TSBN's only
-
-# %% ../nbs/09_report.ipynb #cec3f651
-def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>[-seed<s>].json
-                    algorithms:Sequence[str]=ALGORITHMS, # algorithms to fake
-                    n_folds:int=5, # folds
-                    n_images:int=40, # images per fold (2 per patient)
-                    seeds:Sequence[int]=(0,), # run seeds; seed s > 0 gives fold<k>-seed<s>.json
-                    seed:int=0, # seed of the fake data
-                    strengths:Sequence[float]|None=None, # logit separation per algorithm (default rising 0.4 -> 1.6)
-                    **config_overrides, # changes to the recorded config (to test mixing)
-                   ) -> list[Path]:
-    "Write synthetic run records (not a model's output: for tests and demos of the report); return their paths."
-    from tsbn_nb import __version__
-    root = Path(results_dir); paths = []
-    strengths = list(np.linspace(0.4, 1.6, len(ALGORITHMS))) if strengths is None else list(strengths)
-    n_pat = n_folds * n_images // 2
-    rng = np.random.default_rng(seed)
-    label_pat = (np.arange(n_pat) % 4 == 0).astype(int)
-    shared = rng.normal(0, 0.8, 2 * n_pat)                     # errors every algorithm shares
-    cfg = get_config('smoke').to_dict() | dict(dataset='fake (synthetic predictions)') | config_overrides
-    for a in algorithms:
-        ia = ALGORITHMS.index(a)
-        for s in seeds:
-            for k in range(n_folds):
-                pats = np.arange(k, n_pat, n_folds)
-                img = np.stack([2 * pats, 2 * pats + 1], 1).ravel()
-                y = label_pat[img // 2]
-                r = np.random.default_rng([seed, ia, s, k])
-                prob = 1 / (1 + np.exp(-(strengths[ia] * (2 * y - 1) + shared[img] + r.normal(0, 0.8, len(img)))))
-                prob = np.round(prob, 4)                        # ties, as with real low-precision outputs
-                preds = [dict(image_id=f'img{i:04d}', patient_id=f'pat{i // 2:03d}', label=int(l), prob=float(q))
-                         for i, l, q in zip(img, y, prob)]
-                name = f'fold{k}' + (f'-seed{s}' if s else '') + '.json'     # the trainer's run_name
-                with warnings.catch_warnings():
-                    warnings.simplefilter('ignore', RuntimeWarning)     # tiny folds may lack a class
-                    met = binary_metrics(y, prob, cfg.get('threshold', 0.5))
-                rec = RunRecord(a, k, int(s), cfg | dict(algorithm=a, fold=k, seed=int(s)), preds, profile=cfg['profile'],
-                                dataset='fake (synthetic predictions)', synthetic=True, metrics=met,
-                                history=[dict(epoch=0, loss=0.69)], weights='from scratch',
-                                provenance=dict(version=__version__, git_commit='fake', data_fingerprint='fake0000',
-                                                device='cpu', wall_time_s=0.0))
-                paths.append(rec.write(root / 'runs' / a / name))
-    return paths
 
 # %% ../nbs/09_report.ipynb #9c43c4c6
 RUN_FILE = re.compile(r'^fold(\d+)(?:-seed(\d+))?\.json$')
