@@ -63,8 +63,10 @@ check-sync: $(DEV_STAMP)
 check-clean: $(DEV_STAMP)
 	$(BIN)/python tests/check_clean.py nbs
 
+# Cells flagged `#| slow` (long training or rendering checks) are skipped by a plain `nbdev_test`, for a quick
+# look while editing; make test runs them too, since they guard results (e.g. the phantom's shortcut probe).
 nbtest: $(DEV_STAMP)
-	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/nbdev_test --n_workers 2 --flags slow
 
 pytest: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q tests
