@@ -12,11 +12,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .core import TsbnError, get_config, atomic_write_json, hash_strings
-from .train import ALGORITHMS, record_path, run_name, comparable_config, record_conflict, RunLock
+from .registry import ALGORITHMS, config_diff
+from .record import RunRecord
+from .train import record_path, run_name, record_conflict, RunLock
 
 # %% auto #0
-__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_running', 'plan_table', 'reproduce', 'write_probe',
-           'run_report']
+__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_running', 'recorded_walls', 'longest_first',
+           'plan_table', 'reproduce', 'write_probe', 'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -64,10 +66,10 @@ def is_done(spec:RunSpec, fingerprint:str|None=None) -> bool:
     "Whether `spec`'s record exists, is readable and was made with the same config (and data fingerprint)."
     p = spec.record
     if not p.exists(): return False
-    try: rec = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError): return False
-    if comparable_config(rec.get('config', {})) != comparable_config(spec.config()): return False
-    if fingerprint and rec.get('provenance', {}).get('data_fingerprint') != fingerprint: return False
+    try: rec = RunRecord.read(p)
+    except TsbnError: return False                      # damaged or foreign: the run is redone
+    if config_diff(rec.config, spec.config()): return False
+    if fingerprint and rec.data_fingerprint != fingerprint: return False
     return True
 
 def plan(profile:str, data, out_dir, algorithms=ALGORITHMS, folds=None, seeds=(0,), overrides=None,
@@ -179,25 +181,41 @@ def _run_local(todo, workers, on_done):
     with ThreadPoolExecutor(max_workers=workers) as ex:
         for f in as_completed([ex.submit(work, s) for s in todo]): on_done(f.result())
 
+# %% ../nbs/10_sweep.ipynb #32cfdd94
+def recorded_walls(folders, # results folder(s) to read run records from (missing ones are skipped)
+                   profile:str|None, # only records of this profile count
+                  ) -> dict[str, float]:
+    "{algorithm: median recorded wall time in s} over the readable records of `profile` in `folders`."
+    import statistics
+    walls = {}
+    for folder in ([folders] if isinstance(folders, (str, Path)) else list(folders or [])):
+        for f in Path(folder).glob('runs/*/fold*.json'):
+            try: r = RunRecord.read(f)
+            except TsbnError: continue
+            w = r.provenance.get('wall_time_s')
+            if r.profile == profile and isinstance(w, (int, float)): walls.setdefault(r.algorithm, []).append(float(w))
+        if walls: break                                  # the first folder with records of this profile decides
+    return {a: statistics.median(v) for a, v in walls.items()}
+
+def longest_first(specs:list, # runs to submit
+                  walls:dict, # expected wall time per algorithm (`recorded_walls`)
+                 ) -> list:
+    "`specs` in decreasing expected wall time (unknown first, in their given order): the LPT schedule."
+    return sorted(specs, key=lambda s: -walls.get(s.algorithm, float('inf')))
+
 # %% ../nbs/10_sweep.ipynb #1b41acbf
 def plan_table(specs:list, # from `plan`
                fingerprint:str|None=None, # the data's fingerprint (stale records are redone)
                reference=None, # a results folder whose records' wall times estimate the runs (same profile)
               ) -> pd.DataFrame:
     "One row per run: its state (done / to run / resume from a checkpoint / stale), record path and estimated wall time."
-    import statistics
-    walls = {}
-    for f in Path(reference).glob('runs/*/fold*.json') if reference else []:
-        try: r = json.loads(f.read_text())
-        except (OSError, ValueError): continue
-        if r.get('profile') == (specs[0].profile if specs else None):
-            walls.setdefault(r['algorithm'], []).append(float(r['provenance'].get('wall_time_s', 'nan')))
+    walls = recorded_walls(reference, specs[0].profile if specs else None)
     rows = []
     for s in specs:
         ck = s.record.with_suffix('.ckpt') / 'last.pt'
         state = ('done' if is_done(s, fingerprint) and not s.force else 'stale (data or settings changed)' if s.record.exists()
                  else 'resume from its checkpoint' if ck.exists() else 'to run')
-        est = statistics.median(walls[s.algorithm]) if walls.get(s.algorithm) else float('nan')
+        est = walls.get(s.algorithm, float('nan'))
         rows.append(dict(run=s.name, state=state, record=str(s.record), est_s=est if state != 'done' else 0.0))
     return pd.DataFrame(rows)
 
@@ -251,6 +269,7 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
             from tsbn_nb.nets import prepare_weights
             log(prepare_weights(cfg, log=log).describe())
         todo = specs if force else [s for s in specs if not is_done(s, fp)]
+        todo = longest_first(todo, recorded_walls([out_dir, default_results_dir(profile)], profile))   # shortest tail
         stale = sum(s.record.exists() for s in todo) if not force else 0
         log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
             + (f", {stale} of them stale: their data changed" if stale else '') + f"), profile {profile}, data {data}, results in {out_dir}")
