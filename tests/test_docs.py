@@ -63,6 +63,8 @@ def test_index_and_every_page_link_to_every_page(site):
     index = (site / 'index.html').read_text(encoding='utf-8')
     assert 'href="04_pretext.html"' in index and 'href="experiments-run_fold.html"' in index
     assert not re.search(r'href="[^"]*\.ipynb', index)
+    # a markdown image of a notebook (the index shows results/demo/fig4.png) is embedded, not linked to a file
+    assert re.search(r'<img[^>]*src="data:image/png;base64,', index) and 'fig4.png"' not in index
 
 
 def test_executed_page_embeds_its_figures(site):
