@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from .core import (Config, TsbnError, get_config, atomic_write_bytes, atomic_write_text, atomic_write_json,
                           git_commit, pick_device)
-from .dicom import PreprocParams, _cache_one, _sniff
+from .dicom import PreprocParams, _cache_one, _sniff, _Progress
 from .datasets import parse_inbreast_filename
 from .nets import ResNetClassifier
 from .registry import DISPLAY_NAMES, HARDWARE_KEYS, IDENTITY_KEYS, config_diff, get_algorithm
@@ -510,6 +510,7 @@ def predict(model, # a model directory / runs folder (see `load_model`) or a `Pr
             threshold:float|None=None, # decision threshold (default: the model's)
             device='cpu', # for a model directory: 'cpu' | 'auto' | 'cuda'
             batch_size:int=8, # images per forward pass
+            progress:bool=True, # a bar on a terminal, a few plain lines elsewhere (log files, SLURM); False: silent
            ) -> pd.DataFrame:
     "Predict every image in `paths`: a table file, laterality, view, probability, predicted_class, error [, heatmap]."
     pr = model if isinstance(model, Predictor) else load_model(model, device)
@@ -526,6 +527,7 @@ def predict(model, # a model directory / runs folder (see `load_model`) or a `Pr
     files, skipped = find_images(paths)
     rows, used = [], set()
     edir = Path(explain_dir) if explain_dir is not None else None
+    bar = _Progress(len(files), bool(progress) and len(files) > 1, desc='predicting mammograms')
     for i in range(0, len(files), batch_size):
         batch, ok = files[i:i + batch_size], []
         for f in batch:
@@ -536,7 +538,7 @@ def predict(model, # a model directory / runs folder (see `load_model`) or a `Pr
                 ok.append((row, img))
             except TsbnError as e: row['error'] = str(e)
             if edir is not None: row['heatmap'] = ''
-            rows.append(row)
+            rows.append(row); bar.update()
         if not ok: continue
         x = np.stack([img for _, img in ok])
         prob = pr.predict_proba(x, batch_size)
@@ -550,6 +552,7 @@ def predict(model, # a model directory / runs folder (see `load_model`) or a `Pr
                 none = ' (no positive evidence)' if maps[j].max() <= 0 else ''
                 save_overlay(png, img, maps[j], f"p(malignant) = {p:.3f}: {cls[j]}; map: {tgt[j]}{none}")
                 row['heatmap'] = str(png)
+    bar.close()
     df = pd.DataFrame(rows)
     failed = df[df.error != '']
     if len(failed) == len(df):
