@@ -90,6 +90,10 @@ PROFILES: dict[str, dict[str, Any]] = {
                   rdn_G0=4, rdn_D=2, rdn_C=2, rdn_G=4, rdn_checkpoint=False, decoder_base=4,
                   proj_dim=8, proj_hidden=16, lr=1e-3, batch_size=4, epochs=1, pretext_epochs=1, num_workers=0,
                   mask_outside=False),
+    'cpu': dict(height=192, width=96, backbone='resnet18', pretrained='imagenet1k_v1', unet_base=8, unet_depth=4,
+                rdn_G0=8, rdn_D=3, rdn_C=3, rdn_G=8, rdn_checkpoint=False, decoder_base=8,
+                proj_dim=64, proj_hidden=128, batch_size=16, epochs=8, pretext_epochs=3, num_workers=0,
+                w_pos_rule='train_ratio'),                     # lr 1e-4, mask_outside: the Config defaults
 }
 
 # %% ../nbs/00_core.ipynb #20d92fd0
@@ -140,7 +144,7 @@ def _check_range(name, v):
         hi_s = '' if hi is None else f"{'≤' if hi_in else '<'} {hi}"
         raise TsbnError(f"{name}={v!r} is out of range: it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
 
-def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke'
+def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke' | 'cpu'
                **overrides) -> Config:
     "The `Config` of `profile` with `overrides` applied and checked."
     if profile not in PROFILES:
