@@ -22,7 +22,8 @@ its first line) and the error, and the previous `_docs/` is left as it was (the 
 in only when every page succeeded).
 """
 from __future__ import annotations
-import argparse, concurrent.futures as cf, datetime, hashlib, html, json, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, base64, concurrent.futures as cf, datetime, hashlib, html, json, mimetypes, os, re, shutil, subprocess
+import sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,6 +268,20 @@ def rewrite_links(body:str, page:Page, pages:list[Page]) -> str:
     return _HREF.sub(sub, body)
 
 
+_IMG = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
+
+def embed_local_images(body:str, page:Page, root:Path=ROOT) -> str:
+    "Images a notebook's markdown takes from the repository (`../results/demo/fig4.png`) as data URIs in the page."
+    def sub(m):
+        src = html.unescape(m.group(2))
+        if re.match(r'^(data|https?|file):', src): return m.group(0)
+        f = (page.src.parent / src).resolve()
+        mime = mimetypes.guess_type(f.name)[0]
+        if not (f.is_relative_to(root) and f.is_file() and mime and mime.startswith('image/')): return m.group(0)
+        return f'{m.group(1)}data:{mime};base64,{base64.b64encode(f.read_bytes()).decode()}{m.group(3)}'
+    return _IMG.sub(sub, body)
+
+
 def make_exporter():
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -285,7 +300,7 @@ def render(exporter, nb:dict, page:Page, pages:list[Page], subtitle:str) -> str:
     resources = {'metadata': {'path': str(page.src.parent), 'name': page.title},
                  'tsbn_nav': nav_html(pages, page, subtitle), 'tsbn_css': _CSS}
     body, _ = exporter.from_notebook_node(node, resources=resources)
-    return rewrite_links(body, page, pages)
+    return embed_local_images(rewrite_links(body, page, pages), page)
 
 
 def _shown(path:Path) -> str:
