@@ -33,7 +33,7 @@ class Config:
     group_by_patient: bool = True  # no patient in two folds (False: image-level split)
     val_fraction: float = 0.0    # optional validation split carved from the training folds only
     augment: bool = True         # flips and small intensity changes on training images
-    mask_outside: bool = True    # set what is not near the breast (film labels) to the background (see 01_dicom)
+    mask_outside: bool = False   # set what is not near the breast (film labels) to the background (01_dicom; paper, cpu: on)
     # networks
     backbone: str = 'resnet50'   # downstream classifier: resnet18 | resnet34 | resnet50
     pretrained: str = 'imagenet1k_v1'  # initial ResNet weights: imagenet1k_v1 | imagenet1k_v2 (torchvision's ImageNet sets: torch
@@ -81,7 +81,7 @@ class Config:
 
 # %% ../nbs/00_core.ipynb #1572ba72
 PROFILES: dict[str, dict[str, Any]] = {
-    'paper': {},
+    'paper': dict(mask_outside=True),   # the class default is off: a Config rebuilt from an older record behaves as before
     'demo': dict(height=96, width=48, backbone='resnet18', pretrained='none', unet_base=8, unet_depth=3,
                  rdn_G0=8, rdn_D=3, rdn_C=3, rdn_G=8, rdn_checkpoint=False, decoder_base=8,
                  proj_dim=64, proj_hidden=128, lr=1e-3, batch_size=16, epochs=5, pretext_epochs=2, num_workers=0,
@@ -93,7 +93,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     'cpu': dict(height=192, width=96, backbone='resnet18', pretrained='imagenet1k_v1', unet_base=8, unet_depth=4,
                 rdn_G0=8, rdn_D=3, rdn_C=3, rdn_G=8, rdn_checkpoint=False, decoder_base=8,
                 proj_dim=64, proj_hidden=128, batch_size=16, epochs=8, pretext_epochs=3, num_workers=0,
-                w_pos_rule='train_ratio'),                     # lr 1e-4, mask_outside: the Config defaults
+                w_pos_rule='train_ratio', mask_outside=True),   # lr: the paper's 1e-4
 }
 
 # %% ../nbs/00_core.ipynb #20d92fd0
