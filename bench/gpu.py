@@ -62,7 +62,7 @@ def main(argv=None):
                         torch.cuda.synchronize(); ts.append(time.perf_counter() - t0)
                     s = statistics.median(ts[3:])
                     row |= dict(step_s=s, img_s=cfg.batch_size / s, peak_gib=torch.cuda.max_memory_allocated() / 2**30,
-                                micro=getattr(t, 'micro', 0) or cfg.batch_size)
+                                micro=(t.net.micro if t.net is not None else 0) or cfg.batch_size)
                 except torch.cuda.OutOfMemoryError:
                     row |= dict(step_s=float('nan'), img_s=float('nan'), peak_gib=float('nan'), micro=None, oom=True)
                 finally:

@@ -45,42 +45,102 @@ def batch(cfg, n=None, seed=0):
 
 
 # 1. TSBN overhead ------------------------------------------------------------------------------------------------
-def bench_overhead(quick):
-    """One TSBN step (pretext + downstream) against a ResNet fine-tuning step plus a pretext-network step alone."""
-    import torch
-    from tsbn_nb.core import get_config
-    from tsbn_nb.train import Trainer, _tsbn_step
+def _tsbn_parts(t, x, y):
+    "One TSBN step timed part by part (the arithmetic of `BiChannelNet.step`, in its order): {part: seconds}."
     from tsbn_nb.losses import restoration_mse
     from tsbn_nb.pretext import gsim_target
-    rows = []
+    net, T = t.net, {}
+    def tick(k, t0): T[k] = time.process_time() - t0; return time.process_time()
+    t0 = time.process_time()
+    op, od = t.opts['pretext'], t.opts['downstream']
+    op.zero_grad(set_to_none=True); t0 = tick('pretext zero_grad', t0)
+    out, e = net.pretext.forward_features(x); t0 = tick('pretext forward', t0)
+    loss = restoration_mse(out.float(), gsim_target(x, y, net.gsim_d)); t0 = tick('GSIM target + Loss_MSE', t0)
+    loss.backward(); t0 = tick('pretext backward', t0)
+    op.step(); t0 = tick('pretext Adam step', t0)
+    e = e.detach(); float(loss.detach()); t0 = tick('detach + .item()', t0)
+    c = net.downstream.features(x); logit = net.downstream.head(c).reshape(-1); t0 = tick('ResNet forward', t0)
+    loss_d, parts = net.transfer.loss_d(logit, y, e, c, alpha=net.alpha, w=net.w_pos); t0 = tick('P, D, Loss_CT, Loss_BCE', t0)
+    od.zero_grad(set_to_none=True); t0 = tick('downstream zero_grad', t0)
+    loss_d.backward(); t0 = tick('ResNet + D backward', t0)
+    od.step(); t0 = tick('ResNet + D Adam step', t0)
+    return T
+
+
+def bench_overhead(quick):
+    """One TSBN step (pretext + downstream) against a ResNet fine-tuning step plus a pretext-network step alone,
+    interleaved repetition by repetition (the CPU is shared), medians; with the TSBN step's parts at the large size."""
+    import torch
+    from tsbn_nb.core import get_config
+    from tsbn_nb.train import Trainer
+    from tsbn_nb.losses import restoration_mse
+    from tsbn_nb.pretext import gsim_target
+    rows, parts_md = [], []
     settings = [('demo', 'tsbn-u', {}), ('demo', 'tsbn-r', {}),
                 ('paper-like 256x128, ResNet50, U-Net base 32', 'tsbn-u',
                  dict(profile='paper', height=256, width=128, pretrained='none'))]
     if quick: settings = settings[:1]
     for label, algo, kw in settings:
-        profile = kw.pop('profile', 'demo')
+        kw = dict(kw); profile = kw.pop('profile', 'demo')
         cfg = get_config(profile, device='cpu', **kw)
         x, y = batch(cfg)
-        n = 3 if 'paper' in label else 8
+        n = 7 if 'paper' in label else 15
         tsbn = Trainer(algo, cfg, progress=False); [m.train() for m in tsbn.models.values()]
-        t_tsbn = median_time(lambda: tsbn.phases[0].step(x, y, None), n)
-        cfg2 = get_config(profile, device='cpu', ct_reuse=False, **kw)
-        tsbn2 = Trainer(algo, cfg2, progress=False); [m.train() for m in tsbn2.models.values()]
-        t_tsbn2 = median_time(lambda: tsbn2.phases[0].step(x, y, None), n)
+        tsbn2 = Trainer(algo, get_config(profile, device='cpu', ct_reuse=False, **kw), progress=False)
+        [m.train() for m in tsbn2.models.values()]
         res = Trainer('resnet', cfg, progress=False); res.classifier.train()
-        t_res = median_time(lambda: res.phases[0].step(x, y, None), n)
         pre = tsbn.models['pretext']
         def pretext_only():
             out = pre(x); mse = restoration_mse(out, gsim_target(x, y, cfg.gsim_d)); tsbn.update(mse, 'pretext')
-        t_pre = median_time(pretext_only, n)
-        rows.append(dict(setting=f'{label}, {algo}, batch {cfg.batch_size}', tsbn_s=t_tsbn, tsbn_recompute_s=t_tsbn2,
-                         resnet_s=t_res, pretext_s=t_pre, ratio=t_tsbn / (t_res + t_pre),
-                         ratio_recompute=t_tsbn2 / (t_res + t_pre)))
-    md = ['| setting | TSBN step (reuse e(x)) | TSBN step (recompute e(x)) | ResNet step | pretext step | ratio reuse | ratio recompute |',
-          '|---|---|---|---|---|---|---|']
+        fns = {'tsbn': lambda: tsbn.phases[0].step(x, y, None), 'tsbn2': lambda: tsbn2.phases[0].step(x, y, None),
+               'res': lambda: res.phases[0].step(x, y, None), 'pre': pretext_only}
+        for f in fns.values(): f()                                   # warm-up
+        ts, cpu = {k: [] for k in fns}, {k: [] for k in fns}
+        for r in range(n):                                           # interleaved, rotating order
+            keys = list(fns)[r % len(fns):] + list(fns)[:r % len(fns)]
+            for k in keys:
+                c0, t0 = time.process_time(), time.perf_counter(); fns[k]()
+                ts[k].append(time.perf_counter() - t0); cpu[k].append(time.process_time() - c0)
+        med = {k: statistics.median(v) for k, v in ts.items()}
+        cmed = {k: statistics.median(v) for k, v in cpu.items()}
+        per_rep = [a / (b + c) for a, b, c in zip(ts['tsbn'], ts['res'], ts['pre'])]
+        rows.append(dict(setting=f'{label}, {algo}, batch {cfg.batch_size}', tsbn_s=med['tsbn'],
+                         tsbn_recompute_s=med['tsbn2'], resnet_s=med['res'], pretext_s=med['pre'],
+                         ratio=med['tsbn'] / (med['res'] + med['pre']), ratio_rep_median=statistics.median(per_rep),
+                         ratio_recompute=med['tsbn2'] / (med['res'] + med['pre']), n=n,
+                         cpu_tsbn_s=cmed['tsbn'], cpu_resnet_s=cmed['res'], cpu_pretext_s=cmed['pre'],
+                         cpu_ratio=cmed['tsbn'] / (cmed['res'] + cmed['pre']),
+                         cpu_ratio_recompute=cmed['tsbn2'] / (cmed['res'] + cmed['pre'])))
+        if 'paper' in label:
+            P = [_tsbn_parts(tsbn, x, y) for _ in range(n)]
+            pm = {k: statistics.median(p[k] for p in P) for k in P[0]}
+            tot = sum(pm.values())
+            parts_md = ['', f'Where a TSBN step\'s time goes at {label} (medians of {n} steps, CPU time part by part):', '',
+                        '| part | time | share |', '|---|---|---|']
+            parts_md += [f'| {k} | {v * 1000:.1f} ms | {100 * v / tot:.1f}% |' for k, v in pm.items()]
+            extra = sum(v for k, v in pm.items() if k in ('P, D, Loss_CT, Loss_BCE', 'detach + .item()',
+                                                          'pretext zero_grad', 'downstream zero_grad'))
+            parts_md += [f'| **TSBN-only parts** (P, D, losses, detach, zero_grad) | {extra * 1000:.1f} ms | '
+                         f'{100 * extra / tot:.1f}% |']
+    md = [f'Threads: {__import__("torch").get_num_threads()}.', '',
+          '| setting | TSBN step (reuse e(x)) | TSBN step (recompute e(x)) | ResNet step | pretext step | '
+          'ratio reuse (of medians) | median of per-repetition ratios | ratio recompute |',
+          '|---|---|---|---|---|---|---|---|']
     md += [f"| {r['setting']} | {r['tsbn_s']:.3f} s | {r['tsbn_recompute_s']:.3f} s | {r['resnet_s']:.3f} s | "
-           f"{r['pretext_s']:.3f} s | **{r['ratio']:.2f}** | {r['ratio_recompute']:.2f} |" for r in rows]
-    return rows, md
+           f"{r['pretext_s']:.3f} s | {r['ratio']:.2f} | {r['ratio_rep_median']:.2f} | {r['ratio_recompute']:.2f} |"
+           for r in rows]
+    md += ['', 'The same steps in CPU time of the process (`time.process_time`, one thread: the compute itself, insensitive '
+           'to what else the shared CPU runs, which wall time is not):', '',
+           '| setting | TSBN step | ResNet step | pretext step | **ratio** | ratio recompute e(x) |', '|---|---|---|---|---|---|']
+    md += [f"| {r['setting']} | {r['cpu_tsbn_s']:.3f} s | {r['cpu_resnet_s']:.3f} s | {r['cpu_pretext_s']:.3f} s | "
+           f"**{r['cpu_ratio']:.3f}** | {r['cpu_ratio_recompute']:.3f} |" for r in rows]
+    notes = ['', 'Since the 1.06 of the first measurement: the TSBN step is `BiChannelNet.step` (06b_bichannel), whose pretext '
+             'step no longer copies e(x) through a `torch.cat` of a single chunk nor multiplies Loss_MSE by 1.0 when it is '
+             'not micro-batched (both exact: the demo records stay bit-identical); and this benchmark interleaves the four '
+             'steps repetition by repetition and reports medians, where it used to time each in its own block of 3 steps '
+             '(at 256x128 a block spans seconds of a shared CPU, and a change of load between blocks moved the ratio by '
+             'several %). The parts table shows what TSBN adds to its two networks\' own work.']
+    return rows, md + parts_md + notes
 
 
 # 2. Data pipeline ------------------------------------------------------------------------------------------------
@@ -257,6 +317,34 @@ BENCHES = dict(overhead=('1. TSBN overhead', bench_overhead), loader=('2. Data p
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hashing import bench_hashing                                           # noqa: E402  (bench/hashing.py)
 BENCHES['hashing'] = ('7. Content hashing', bench_hashing)
+
+
+def bench_gpumem(quick):
+    """Estimated peak GPU memory per algorithm for the paper profile (768x384, batch 4, ResNet50, U-Net base 32 depth 4,
+    RDN 64/16/8/64 with per-block checkpointing), from activation costs measured on the CPU. `python bench/gpu_memory.py`."""
+    import gpu_memory as gm                                                 # bench/gpu_memory.py
+    res = gm.measure()
+    (ROOT / 'bench' / 'gpu_memory.json').write_text(json.dumps(res, indent=1) + '\n')
+    doc = gm.__doc__.split('\n\n', 2)[2].strip()                            # the method paragraph
+    md = [doc, '', 'Measured saved-activation cost per input pixel (batch 1; a batch of 4 costs 4× per pixel):', '',
+          '| algorithm | step | fp32 bytes/pixel | bf16 bytes/pixel | fp32 at 4×768×384 | fitted on (H×W) |',
+          '|---|---|---|---|---|---|']
+    for algo, rec in res.items():
+        for step, by in rec['steps'].items():
+            f, b = by['fp32'], by['bf16']
+            md.append(f"| {algo} | {step} | {f['bytes_per_pixel']:.0f} | {b['bytes_per_pixel']:.0f} | "
+                      f"{f['act_paper'] / 2**30:.1f} GiB | {', '.join(str(p['pixels']) for p in f['points'])} px |")
+    r = res['tsbn-r']['steps']['pretext']['fp32']
+    md += ['', f"For the checkpointed RDN the transient of the backward pass (one block's recomputed activations) is "
+           f"{r['fit']['transient'][1]:.0f} B/pixel ({r['transient_paper'] / 2**30:.1f} GiB at 4×768×384); without "
+           f"checkpointing every one of the 16 blocks would keep that much: ≈ {16 * r['transient_paper'] / 2**30:.0f} GiB of "
+           "activations, more than any GPU holds, so `rdn_checkpoint=True` stays the paper profile's default.", '',
+           'Estimated peak per algorithm and the first setting, in this order of preference, that fits each card (5% kept '
+           'free): as is (fp32); `pretext_micro_batch 2`, then 1 (TSBN only; exact for the RDN, which has no BatchNorm, '
+           'approximate for the U-Net); `amp bf16` (changes the numerics); bf16 with micro-batches.', '', *gm.table(res)]
+    return res, md
+
+BENCHES['gpumem'] = ('8. GPU memory of the paper profile (estimated)', bench_gpumem)
 
 
 def main(argv=None):

@@ -100,3 +100,17 @@ def test_papermill_booleans_are_parsed_like_the_command_line(phantom, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=NB.parent)
     assert r.returncode != 0 and 'other settings (epochs)' in r.stderr, r.stderr[-2000:]
     assert json.loads((out / 'runs' / 'resnet' / 'fold0.json').read_text())['config']['epochs'] == 1
+
+
+def test_plain_progress_off_a_terminal(phantom, tmp_path):
+    "Issue 14.3: `tsbn run` with stderr in a file or pipe (SLURM, nohup, CI) prints one plain line per epoch as it goes."
+    import re
+    cmd = [sys.executable, '-m', 'tsbn_nb.cli', 'run', '--data', str(phantom), '--profile', 'smoke', '--algorithm',
+           'gm-f-resnet', '--fold', '0', '--out', str(tmp_path / 'res'), '-p', 'epochs', '2']
+    r = subprocess.run(cmd, capture_output=True, text=True)           # stderr is a pipe: not a terminal
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if l.startswith('gm-f-resnet fold 0 |')]
+    assert [re.sub(r' \|.*', '', l.split('| ', 1)[1]) for l in lines] == \
+        ['pretext epoch 1/1', 'finetune epoch 1/2', 'finetune epoch 2/2'], r.stderr[-2000:]
+    assert re.search(r'\| mse \d+\.\d{4} \| \d+\.\d s$', lines[0]) and re.search(r'\| bce \d+\.\d{4} \| ', lines[1])
+    assert '\r' not in r.stderr and '%|' not in r.stderr               # no progress bar in a log file

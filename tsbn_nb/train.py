@@ -19,14 +19,16 @@ from tqdm.auto import tqdm
 
 from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes, complete_config,
                           atomic_write_json, git_commit)
-from .nets import build_classifier, build_pretext_net, ResNetEncDec
-from .losses import weighted_bce, restoration_mse, CollaborativeTransfer, ProjectionHead
+from .nets import build_classifier, ResNetEncDec
+from .losses import weighted_bce, restoration_mse, ProjectionHead
+from .bichannel import BiChannelNet, build_bichannel
 from .pretext import gsim_target, context_restoration, simclr_views, nt_xent
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'save_checkpoint', 'comparable_config', 'load_checkpoint',
-           'predict', 'fit', 'run_name', 'record_path', 'w_pos_for', 'validation_split', 'numerics_provenance',
-           'RunLock', 'check_output_dir', 'record_conflict', 'run_fold']
+__all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'comparable_config', 'progress_mode', 'epoch_line',
+           'run_name', 'record_path', 'w_pos_for', 'validation_split', 'numerics_provenance', 'RunLock',
+           'check_output_dir', 'record_conflict', 'FoldSplit', 'split_fold', 'fit_run', 'run_record', 'save_run',
+           'run_fold']
 
 # %% ../nbs/07_train.ipynb #f5f634b0
 def resolve_amp(amp:str, device:torch.device):
@@ -62,7 +64,6 @@ class Trainer:
             raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
         self.algorithm, self.cfg, self.fold = algorithm, cfg, fold
         self.w_pos = float(cfg.w_pos if w_pos is None else w_pos)
-        self.micro = cfg.pretext_micro_batch       # TSBN pretext micro-batch (0: whole batch, auto-halved on CUDA OOM)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.progress = progress            # None: bars only on a terminal
         self.device = pick_device(cfg.device)
@@ -72,6 +73,7 @@ class Trainer:
         self.models: dict[str, nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.phases: list[Phase] = []
+        self.net: BiChannelNet | None = None  # Fig. 1's bi-channel network (TSBN-U, TSBN-R)
         self.history: list[dict] = []
         self.done = (0, 0)                  # (phase index, epochs completed in it)
         seed_everything(cfg.seed)
@@ -104,6 +106,23 @@ class Trainer:
 
     @property
     def weights_source(self) -> str: return getattr(self.classifier, 'weights_source', 'from scratch')
+
+    # -- training, prediction and checkpoints: the bodies follow below, each beside its explanation
+    def fit(self, train_ds, val_ds=None, callbacks=()) -> Trainer:
+        "Train all phases on `train_ds` (a `MammoDataset`), resuming from the checkpoint in `ckpt_dir` if any."
+        return _fit(self, train_ds, val_ds, callbacks)
+
+    def predict(self, ds) -> np.ndarray:
+        "Malignant probabilities (N,) of the downstream classifier for every item of `ds`, in order."
+        return _predict(self, ds)
+
+    def save_checkpoint(self):
+        "Write every network, optimizer and the run's state to `ckpt_dir/last.pt` (atomically); None without ckpt_dir."
+        return _save_checkpoint(self)
+
+    def load_checkpoint(self) -> bool:
+        "Resume from `ckpt_dir/last.pt` when it exists and belongs to this algorithm, fold and config."
+        return _load_checkpoint(self)
 
 # %% ../nbs/07_train.ipynb #3b809bf2
 def _classify_step(t:Trainer, opt='finetune'):
@@ -146,49 +165,18 @@ def _multitask_step(t:Trainer):
         return {'bce': bce, 'mse': mse}
     return step
 
-def _pretext_update(t:Trainer, pre, x, y):
-    "Loss_MSE of the GSIM targets and one step of the pretext net: (loss, e(x) detached); micro-batched when set."
-    mb = t.micro or len(x)
-    while True:
-        try:
-            opt = t.opts['pretext']; opt.zero_grad(set_to_none=True)
-            total, feats = 0., []
-            for xs, ys in zip(x.split(mb), y.split(mb)):      # one chunk unless micro-batching
-                with t.autocast(): out, e = pre.forward_features(xs)
-                loss = restoration_mse(out.float(), gsim_target(xs, ys, t.cfg.gsim_d)) * (len(xs) / len(x))
-                t.scaler.scale(loss).backward()                 # gradients add up to the whole batch's mean
-                total, feats = total + loss.detach(), feats + [e.detach()]
-            t.scaler.step(opt); t.scaler.update()
-            return total, torch.cat(feats)
-        except torch.cuda.OutOfMemoryError:
-            if t.cfg.pretext_micro_batch or mb == 1: raise
-            mb = t.micro = max(1, mb // 2); torch.cuda.empty_cache()
-            warnings.warn(f"{t.algorithm}: the pretext network ran out of GPU memory at batch {2 * mb}; "
-                          f"continuing in micro-batches of {mb} with gradient accumulation")
-
 def _tsbn_step(t:Trainer):
-    "One TSBN mini-batch: pretext step (Loss_MSE → pretext net), then downstream step (Loss_D → ResNet, D)."
-    def step(x, y, g):
-        pre, clf, ct = t.models['pretext'], t.classifier, t.models['transfer']
-        # (1) pretext step: GSIM restoration, Eq. 1, updates the U-Net / RDN only
-        mse, e = _pretext_update(t, pre, x, y)
-        # (2) downstream step: Loss_D = alpha * Loss_CT + Loss_BCE, Eq. 4; e(x) is a target without a graph
-        if not t.cfg.ct_reuse:
-            with torch.no_grad(), t.autocast(): e = pre.encoder(x)
-        with t.autocast():
-            c = clf.features(x)
-            logit = clf.head(c).reshape(-1)
-        loss_d, parts = ct.loss_d(logit.float(), y, e.float(), c.float(), alpha=t.cfg.alpha, w=t.w_pos)
-        t.update(loss_d, 'downstream')
-        return {'mse': mse, **parts}
+    "One TSBN mini-batch: `BiChannelNet.step` (pretext step, then downstream step) with the trainer's optimizers."
+    def step(x, y, g): return t.net.step(x, y, t.opts['pretext'], t.opts['downstream'], t.scaler, t.amp)
     return step
 
-# %% ../nbs/07_train.ipynb #fda2c2b8
+# %% ../nbs/07_train.ipynb #cfb109ab
 def _setup_resnet(t):
     clf = t.add_model('classifier', build_classifier(t.cfg))
     t.add_opt('finetune', clf.parameters())
     t.phases = [Phase('finetune', t.cfg.epochs, _classify_step(t), ['classifier'])]
 
+# %% ../nbs/07_train.ipynb #c40787a2
 def _setup_simclr(t):
     clf = t.add_model('classifier', build_classifier(t.cfg))
     head = t.add_model('proj', ProjectionHead(clf.feature_dim, t.cfg.proj_hidden, t.cfg.proj_dim))
@@ -197,6 +185,7 @@ def _setup_simclr(t):
     t.phases = [Phase('pretext', t.cfg.pretext_epochs, _simclr_step(t), ['classifier', 'proj'], False),
                 Phase('finetune', t.cfg.epochs, _classify_step(t), ['classifier'])]
 
+# %% ../nbs/07_train.ipynb #75395514
 def _setup_finetune_restoration(task):
     def setup(t):
         clf = t.add_model('classifier', build_classifier(t.cfg))
@@ -207,32 +196,31 @@ def _setup_finetune_restoration(task):
                     Phase('finetune', t.cfg.epochs, _classify_step(t), ['classifier'])]
     return setup
 
+# %% ../nbs/07_train.ipynb #283f1f28
 def _setup_multitask(t):
     clf = t.add_model('classifier', build_classifier(t.cfg))
     encdec = t.add_model('encdec', ResNetEncDec(clf, t.cfg.decoder_base))
     t.add_opt('multitask', list(encdec.parameters()) + [p for n, p in clf.named_parameters() if n.startswith('head')])
     t.phases = [Phase('multitask', t.cfg.epochs, _multitask_step(t), ['encdec', 'classifier'])]
 
+# %% ../nbs/07_train.ipynb #c9a86727
 def _setup_tsbn(kind):
     def setup(t):
-        clf = t.add_model('classifier', build_classifier(t.cfg))
-        pre = t.add_model('pretext', build_pretext_net(kind, t.cfg))
-        if kind == 'unet' and t.cfg.pretext_micro_batch:
-            warnings.warn("pretext_micro_batch with the U-Net: its BatchNorm sees micro-batches, so the update is not "
-                          "exactly the whole batch's (it is for the RDN)")
-        ct = t.add_model('transfer', CollaborativeTransfer(pre.feature_dim, clf.feature_dim, t.cfg.proj_dim,
-                                                           t.cfg.proj_hidden, t.cfg.ct_mode, seed=t.cfg.seed))
-        t.add_opt('pretext', pre.parameters())
-        t.add_opt('downstream', list(clf.parameters()) + list(ct.trainable_parameters()))
+        net = t.net = build_bichannel(kind, t.cfg, w_pos=t.w_pos)          # 06b_bichannel: Fig. 1 as one object
+        for name, m in (('classifier', net.downstream), ('pretext', net.pretext), ('transfer', net.transfer)):
+            t.add_model(name, m)                                            # moved in place: net holds the same modules
+        t.add_opt('pretext', net.pretext_parameters())
+        t.add_opt('downstream', net.downstream_parameters())
         t.phases = [Phase('joint', t.cfg.epochs, _tsbn_step(t), ['pretext', 'classifier', 'transfer'])]
     return setup
 
+# %% ../nbs/07_train.ipynb #a915fe1d
 SETUPS = {'resnet': _setup_resnet, 'simclr': _setup_simclr,
           'cr-f-resnet': _setup_finetune_restoration('cr'), 'gm-f-resnet': _setup_finetune_restoration('gsim'),
           'gm-m-resnet': _setup_multitask, 'tsbn-u': _setup_tsbn('unet'), 'tsbn-r': _setup_tsbn('rdn')}
 
 # %% ../nbs/07_train.ipynb #5bc9fe07
-def save_checkpoint(self:Trainer):
+def _save_checkpoint(self:Trainer):
     if self.ckpt_dir is None: return None
     state = {'algorithm': self.algorithm, 'fold': self.fold, 'config': self.cfg.to_dict(),
              'done': list(self.done), 'history': self.history, 'scaler': self.scaler.state_dict(),
@@ -247,8 +235,7 @@ def comparable_config(cfg:dict) -> dict:
     "A config (gaps filled by `complete_config`) without the settings that change only the hardware used, not the result."
     return {k: v for k, v in complete_config(cfg).items() if k not in _HW_KEYS}
 
-def load_checkpoint(self:Trainer) -> bool:
-    "Resume from `ckpt_dir/last.pt` when it exists and belongs to this algorithm, fold and config."
+def _load_checkpoint(self:Trainer) -> bool:
     p = self.ckpt_dir / 'last.pt' if self.ckpt_dir else None
     if p is None or not p.exists(): return False
     try: state = torch.load(p, map_location=self.device, weights_only=True)
@@ -271,20 +258,15 @@ def load_checkpoint(self:Trainer) -> bool:
     self.history, self.done = list(state['history']), tuple(state['done'])
     return True
 
-Trainer.save_checkpoint, Trainer.load_checkpoint = save_checkpoint, load_checkpoint
-
 # %% ../nbs/07_train.ipynb #f2904451
 @torch.no_grad()
-def predict(self:Trainer, ds) -> np.ndarray:
-    "Malignant probabilities (N,) of the downstream classifier for every item of `ds`, in order."
+def _predict(self:Trainer, ds) -> np.ndarray:
     clf = self.classifier; was = clf.training; clf.eval()
     out = []
     for x, _, _ in _loader(self, ds, False, 0):
         with self.autocast(): out.append(torch.sigmoid(clf(_to_device(self, x)).float().reshape(-1)).cpu())
     clf.train(was)
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
-
-Trainer.predict = predict
 
 # %% ../nbs/07_train.ipynb #4010292f
 def _num_workers(cfg, device):
@@ -310,11 +292,23 @@ def _to_device(t, x):
     x = x.to(t.device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
 
-def fit(self:Trainer, train_ds, val_ds=None, callbacks=()):
-    "Train all phases on `train_ds` (a `MammoDataset`), resuming from the checkpoint in `ckpt_dir` if any."
+def progress_mode(progress) -> str:
+    "How `fit` reports: 'bar' (tqdm, on a terminal), 'log' (one plain line per epoch on stderr) or 'off'."
+    if progress is None: return 'bar' if sys.stderr.isatty() else 'log'    # SLURM, nohup, CI, papermill: plain lines
+    if progress in ('bar', 'log', 'off'): return progress
+    return 'bar' if progress else 'off'
+
+def epoch_line(t:Trainer, ph:Phase, rec:dict) -> str:
+    "The plain progress line of one finished epoch: run, phase, epoch, mean losses, time, validation metrics."
+    losses = ' '.join(f'{k} {v:.4f}' for k, v in rec.items() if k not in ('phase', 'epoch', 'time_s') and not k.startswith('val_'))
+    val = ' '.join(f"{k[4:]} {v:.3f}" for k, v in rec.items() if k.startswith('val_') and isinstance(v, (int, float)))
+    return (f"{t.algorithm} fold {t.fold} | {ph.name} epoch {rec['epoch']}/{ph.epochs} | {losses} | {rec['time_s']:.1f} s"
+            + (f' | val {val}' if val else ''))
+
+def _fit(self:Trainer, train_ds, val_ds=None, callbacks=()):
     self.load_checkpoint()
-    bar = lambda it, **kw: tqdm(it, disable=(not sys.stderr.isatty()) if self.progress is None else not self.progress,
-                                leave=False, **kw)
+    mode = progress_mode(self.progress)
+    bar = lambda it, **kw: tqdm(it, disable=mode != 'bar', leave=False, **kw)
     for pi, ph in enumerate(self.phases):
         for ep in range(ph.epochs):
             if (pi, ep) < self.done: continue
@@ -339,13 +333,12 @@ def fit(self:Trainer, train_ds, val_ds=None, callbacks=()):
                     m = binary_metrics(np.asarray(val_ds.labels)[val_ds.indices], self.predict(val_ds), self.cfg.threshold)
                 rec.update({f'val_{k}': v for k, v in m.items()})
             self.history.append(rec)
+            if mode == 'log': print(epoch_line(self, ph, rec), file=sys.stderr, flush=True)
             self.done = (pi, ep + 1) if ep + 1 < ph.epochs else (pi + 1, 0)
             every = self.cfg.checkpoint_every
             if every and ((ep + 1) % every == 0 or ep + 1 == ph.epochs): self.save_checkpoint()
             for cb in callbacks: cb(self, ph, ep)
     return self
-
-Trainer.fit = fit
 
 # %% ../nbs/07_train.ipynb #da8d4ee5
 def run_name(fold:int, seed:int=0) -> str:
@@ -438,6 +431,93 @@ def record_conflict(rec_path, # an existing run record
     a, b = comparable_config(old), comparable_config(cfg.to_dict())
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
+# %% ../nbs/07_train.ipynb #e0cf0253
+@dataclass
+class FoldSplit:
+    "Indices into the dataset of one run: the images it trains on, validates on (optional) and predicts."
+    train: np.ndarray                 # training images (the other folds, minus validation)
+    val: np.ndarray                   # validation images, whole patients from the training folds (may be empty)
+    test: np.ndarray                  # the held-out fold (empty for a final model trained on everything)
+
+    def datasets(self, images, labels, cfg:Config) -> tuple:
+        "(train, validation or None, test) `MammoDataset`s; only the training one augments."
+        from tsbn_nb.datasets import MammoDataset
+        mk = lambda idx, aug: MammoDataset(images, labels, indices=idx, augment=aug, seed=cfg.seed)
+        return mk(self.train, cfg.augment), (mk(self.val, False) if len(self.val) else None), mk(self.test, False)
+
+def split_fold(df:pd.DataFrame, # the dataset table (patient_id per image)
+               folds, # fold number per image (`get_folds`)
+               fold:int, # the held-out fold
+               cfg:Config) -> FoldSplit:
+    "Step 1: held-out fold `fold` for testing, the others for training, minus a validation share when cfg.val_fraction > 0."
+    labels = df['label'].to_numpy().astype(np.float32)
+    train_idx, test_idx = np.flatnonzero(np.asarray(folds) != fold), np.flatnonzero(np.asarray(folds) == fold)
+    val_idx = train_idx[:0]
+    if cfg.val_fraction > 0:
+        is_val = validation_split(df['patient_id'].to_numpy()[train_idx], labels[train_idx], cfg.val_fraction,
+                                  _seed_of(cfg.seed, fold, 7))
+        train_idx, val_idx = train_idx[~is_val], train_idx[is_val]
+    return FoldSplit(train_idx, val_idx, test_idx)
+
+def fit_run(algorithm:str, cfg:Config, images, labels, # labels: 0/1 per image (float)
+            split:FoldSplit, fold:int=0, # fold: -1 for a final model
+            ckpt_dir=None, progress=None, # checkpoints (None: none), progress mode
+            out_dir=None, # when given: checked for room for the checkpoint and model before training
+           ) -> Trainer:
+    "Step 2: build the trainer of `algorithm` (Eq. 3's w from the training labels) and train it on `split.train`."
+    train_ds, val_ds, _ = split.datasets(images, labels, cfg)
+    trainer = Trainer(algorithm, cfg, fold=fold, ckpt_dir=ckpt_dir, progress=progress,
+                      w_pos=w_pos_for(cfg, np.asarray(labels)[split.train]))
+    if out_dir is not None:
+        n_params = sum(p.numel() * p.element_size() for m in trainer.models.values() for p in m.parameters())
+        check_output_dir(out_dir, need_bytes=4 * n_params + (2 << 20))   # checkpoint (weights + Adam) + model + record
+    return trainer.fit(train_ds, val_ds)
+
+def run_record(trainer:Trainer, df:pd.DataFrame, labels, split:FoldSplit, prob, # prob: step 3's test probabilities
+               profile:str, data, t_start:float) -> dict:
+    "Step 4: the run record (predictions, metrics, history, config, weights, provenance) of a trained run."
+    from tsbn_nb.metrics import binary_metrics
+    import tsbn_nb
+    cfg, test_idx = trainer.cfg, split.test
+    y = np.asarray(labels)[test_idx].astype(int)
+    cols = [c for c in ('image_id', 'patient_id', 'birads', 'laterality', 'view') if c in df.columns]
+    preds = [{**{c: (str(v) if not isinstance(v, (int, float, np.integer, np.floating)) else v)
+                 for c, v in zip(cols, row)}, 'label': int(yy), 'prob': float(pp)}
+             for row, yy, pp in zip(df.iloc[test_idx][cols].itertuples(index=False), y, prob)]
+    src = Path(data) if Path(data).is_dir() else Path(data).parent
+    dataset = 'phantom (synthetic)' if (src / 'phantom.json').exists() else str(df.attrs.get('kind', 'unknown'))
+    return {
+        'algorithm': trainer.algorithm, 'fold': trainer.fold, 'seed': cfg.seed, 'profile': profile, 'dataset': dataset,
+        'config': cfg.to_dict(), 'predictions': preds,
+        'metrics': binary_metrics(y, prob, cfg.threshold),
+        'history': trainer.history, 'weights': trainer.weights_source, 'w_pos_used': trainer.w_pos,
+        'weights_info': getattr(trainer.classifier, 'weights_info', None),
+        'n_train': int(len(split.train)), 'n_val': int(len(split.val)), 'n_test': int(len(test_idx)),
+        'provenance': {'version': tsbn_nb.__version__, 'git_commit': git_commit(Path(tsbn_nb.__file__).parent),
+                       'data': str(data), 'data_fingerprint': df.attrs.get('fingerprint', 'unknown'),
+                       'device': _device_name(trainer.device), 'torch': torch.__version__,
+                       'python': platform.python_version(), 'host': platform.node(),
+                       'numerics': numerics_provenance(trainer.device),
+                       'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                       'wall_time_s': round(time.perf_counter() - t_start, 2)},
+    }
+
+def save_run(rec_path, # the record's path (`record_path`)
+             record:dict, classifier:nn.Module|None=None, # the downstream model, saved beside it as .pt (None: not saved)
+            ) -> Path:
+    "Step 5: write the downstream model (weights and config) and then the record, each atomically."
+    rec_path = Path(rec_path)
+    if classifier is not None:
+        buf = io.BytesIO()
+        torch.save({'algorithm': record['algorithm'], 'fold': record['fold'], 'config': record['config'],
+                    'classifier': classifier.state_dict()}, buf)
+        atomic_write_bytes(rec_path.with_suffix('.pt'), buf.getvalue())
+    return atomic_write_json(rec_path, record)
+
+def _device_name(device) -> str:
+    if device.type == 'cuda': return f'cuda: {torch.cuda.get_device_name(device)}'
+    return f'cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+
 # %% ../nbs/07_train.ipynb #bb7ca57b
 def run_fold(algorithm:str,          # one of ALGORITHMS
              fold:int,               # held-out fold, 0..n_folds-1
@@ -476,61 +556,18 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
 
 def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, skip_bad, progress, save_model, cfg,
               rec_path, ckpt_dir, t_start, dedupe=False) -> dict:
-    "The body of `run_fold`, once its guards hold: data, split, training, prediction, record."
-    from tsbn_nb.datasets import prepare_data, get_folds, MammoDataset
-    from tsbn_nb.metrics import binary_metrics
-    import tsbn_nb, shutil
+    "The body of `run_fold`, once its guards hold: data, then the five steps below, then cleaning up."
+    from tsbn_nb.datasets import prepare_data, get_folds
+    import shutil
     df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, progress=progress, dedupe=dedupe)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed,
                       group_by_patient=cfg.group_by_patient)
     labels = df['label'].to_numpy().astype(np.float32)
-    train_idx, test_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    val_ds = None
-    if cfg.val_fraction > 0:
-        is_val = validation_split(df['patient_id'].to_numpy()[train_idx], labels[train_idx], cfg.val_fraction,
-                                  _seed_of(cfg.seed, fold, 7))
-        val_ds = MammoDataset(images, labels, indices=train_idx[is_val], augment=False, seed=cfg.seed)
-        train_idx = train_idx[~is_val]
-    w_pos = w_pos_for(cfg, labels[train_idx])
-    train_ds = MammoDataset(images, labels, indices=train_idx, augment=cfg.augment, seed=cfg.seed)
-    test_ds = MammoDataset(images, labels, indices=test_idx, augment=False, seed=cfg.seed)
-    trainer = Trainer(algorithm, cfg, fold=fold, ckpt_dir=ckpt_dir if cfg.checkpoint_every else None, progress=progress,
-                      w_pos=w_pos)
-    n_params = sum(p.numel() * p.element_size() for m in trainer.models.values() for p in m.parameters())
-    check_output_dir(rec_path.parent, need_bytes=4 * n_params + (2 << 20))   # checkpoint (weights + Adam) + model + record
-    trainer.fit(train_ds, val_ds)
-    prob = trainer.predict(test_ds)
-    y = labels[test_idx].astype(int)
-    cols = [c for c in ('image_id', 'patient_id', 'birads', 'laterality', 'view') if c in df.columns]
-    preds = [{**{c: (str(v) if not isinstance(v, (int, float, np.integer, np.floating)) else v)
-                 for c, v in zip(cols, row)}, 'label': int(yy), 'prob': float(pp)}
-             for row, yy, pp in zip(df.iloc[test_idx][cols].itertuples(index=False), y, prob)]
-    src = Path(data) if Path(data).is_dir() else Path(data).parent
-    dataset = 'phantom (synthetic)' if (src / 'phantom.json').exists() else str(df.attrs.get('kind', 'unknown'))
-    record = {
-        'algorithm': algorithm, 'fold': fold, 'seed': cfg.seed, 'profile': profile, 'dataset': dataset,
-        'config': cfg.to_dict(), 'predictions': preds,
-        'metrics': binary_metrics(y, prob, cfg.threshold),
-        'history': trainer.history, 'weights': trainer.weights_source, 'w_pos_used': w_pos,
-        'weights_info': getattr(trainer.classifier, 'weights_info', None),
-        'n_train': int(len(train_idx)), 'n_val': int(len(val_ds) if val_ds is not None else 0), 'n_test': int(len(test_idx)),
-        'provenance': {'version': tsbn_nb.__version__, 'git_commit': git_commit(Path(tsbn_nb.__file__).parent),
-                       'data': str(data), 'data_fingerprint': df.attrs.get('fingerprint', 'unknown'),
-                       'device': _device_name(trainer.device), 'torch': torch.__version__,
-                       'python': platform.python_version(), 'host': platform.node(),
-                       'numerics': numerics_provenance(trainer.device),
-                       'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                       'wall_time_s': round(time.perf_counter() - t_start, 2)},
-    }
-    if save_model:
-        buf = io.BytesIO()
-        torch.save({'algorithm': algorithm, 'fold': fold, 'config': cfg.to_dict(),
-                    'classifier': trainer.classifier.state_dict()}, buf)
-        atomic_write_bytes(rec_path.with_suffix('.pt'), buf.getvalue())
-    atomic_write_json(rec_path, record)
+    split = split_fold(df, folds, fold, cfg)                                         # 1. split
+    trainer = fit_run(algorithm, cfg, images, labels, split, fold=fold, progress=progress,   # 2. fit
+                      ckpt_dir=ckpt_dir if cfg.checkpoint_every else None, out_dir=rec_path.parent)
+    prob = trainer.predict(split.datasets(images, labels, cfg)[2])                   # 3. predict
+    record = run_record(trainer, df, labels, split, prob, profile=profile, data=data, t_start=t_start)   # 4. record
+    save_run(rec_path, record, trainer.classifier if save_model else None)          # 5. save
     shutil.rmtree(ckpt_dir, ignore_errors=True)            # with anything a killed process left in it
     return record
-
-def _device_name(device) -> str:
-    if device.type == 'cuda': return f'cuda: {torch.cuda.get_device_name(device)}'
-    return f'cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
