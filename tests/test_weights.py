@@ -95,7 +95,7 @@ def test_grey_model_equals_rgb_model_on_replicated_image(torch_home):
 
 
 def test_download_from_file_url_with_hash_check(tmp_path, torch_home, monkeypatch):
-    monkeypatch.setattr(nets, '_fetch', torch.hub.download_url_to_file)     # the real download function, on a local file
+    monkeypatch.setattr(nets, '_fetch', nets.fetch_url)     # the real download function, on a local file
     src = tmp_path / 'server' / 'tmp.pth'
     fake_imagenet('resnet18', src)
     sha = hashlib.sha256(src.read_bytes()).hexdigest()

@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_nets.ipynb #7480d471
 from __future__ import annotations
-import dataclasses, http.client, re, socket, sys, warnings
+import dataclasses, functools, http.client, os, re, sys, warnings
+from tqdm.auto import tqdm
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -19,8 +20,8 @@ from .core import TsbnError, Config
 __all__ = ['RESNET_SPECS', 'WEIGHT_NAMES', 'pooled', 'DoubleConv', 'UNetUp', 'UNet', 'DenseLayer', 'RDB', 'RDN',
            'saved_activation_bytes', 'grey_normalisation', 'WeightSpec', 'weight_names', 'weight_spec',
            'imagenet_weight_files', 'published_num_params', 'find_imagenet_weights', 'GreyNorm', 'fold_rgb_conv',
-           'WeightPlan', 'plan_weights', 'would_download', 'offline_message', 'download_weights', 'resolve_weights',
-           'ResNetBackbone', 'ResNetClassifier', 'ResNetDecoder', 'ResNetEncDec', 'build_classifier',
+           'fetch_url', 'WeightPlan', 'plan_weights', 'would_download', 'offline_message', 'download_weights',
+           'resolve_weights', 'ResNetBackbone', 'ResNetClassifier', 'ResNetDecoder', 'ResNetEncDec', 'build_classifier',
            'weights_would_download', 'prepare_weights', 'build_pretext_net', 'build_encdec']
 
 # %% ../nbs/05_nets.ipynb #b6c96565
@@ -266,7 +267,26 @@ def fold_rgb_conv(w:Tensor, # (out, 3, k, k) RGB convolution weight
     return w.sum(1, keepdim=True)
 
 # %% ../nbs/05_nets.ipynb #3b8b9978
-_fetch = torch.hub.download_url_to_file  # what downloads; the tests replace it (a local file or a failure), never the network
+def fetch_url(url:str, dst:str, # what to download, and the file to write (atomically: a temporary file, then rename)
+              hash_prefix:str|None=None, # the first hex digits of the file's SHA-256 (torchvision's naming rule)
+              progress:bool=True, timeout:float=60.):
+    "Download `url` to `dst` with a per-read `timeout` and a SHA-256 prefix check; nothing is left behind on failure."
+    import hashlib, tempfile, urllib.request
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f'.{dst.name}.', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=timeout) as r:   # no global socket state
+            size = int(r.headers.get('Content-Length') or 0) or None
+            h = hashlib.sha256()
+            with tqdm(total=size, unit='B', unit_scale=True, disable=not progress, file=sys.stderr) as bar:
+                while chunk := r.read(1 << 20): f.write(chunk); h.update(chunk); bar.update(len(chunk))
+        if hash_prefix and not h.hexdigest().startswith(hash_prefix):
+            raise RuntimeError(f'invalid hash value (expected "{hash_prefix}", got "{h.hexdigest()}")')
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp): os.unlink(tmp)
+
+_fetch = fetch_url   # what downloads; the tests replace it (a local file or a failure), never the network
 
 def _say(msg:str): print(msg, file=sys.stderr, flush=True)
 
@@ -366,9 +386,8 @@ def download_weights(spec:WeightSpec,  # the weight set to fetch
     except OSError as e:
         raise TsbnError(f"cannot create the weights folder {folder} ({e}): set TORCH_HOME to a writable folder, "
                         "or train from scratch with `-p pretrained none`") from None
-    old_timeout = socket.getdefaulttimeout()     # torch.hub's urlopen has no timeout of its own
-    if old_timeout is None: socket.setdefaulttimeout(timeout)
-    try: (fetch or _fetch)(url, str(dst), hash_prefix=spec.sha256_prefix, progress=progress)
+    fetch = fetch or (functools.partial(fetch_url, timeout=timeout) if _fetch is fetch_url else _fetch)
+    try: fetch(url, str(dst), hash_prefix=spec.sha256_prefix, progress=progress)
     except RuntimeError as e:
         if 'hash' not in str(e).lower(): raise
         raise TsbnError(f"the download of {spec.file} from {url} failed its SHA-256 check ({e}); nothing was saved. "
@@ -376,7 +395,6 @@ def download_weights(spec:WeightSpec,  # the weight set to fetch
                         "`-p pretrained none`") from None
     except (OSError, ValueError, http.client.HTTPException) as e:   # URLError, timeouts and refused connections are OSErrors
         raise TsbnError(offline_message(spec, folder, e, url)) from None
-    finally: socket.setdefaulttimeout(old_timeout)
     if not dst.is_file(): raise TsbnError(offline_message(spec, folder, FileNotFoundError(f'{dst} was not written'), url))
     log(f"tsbn: saved {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
     return dst
