@@ -34,7 +34,7 @@ def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>
     rng = np.random.default_rng(seed)
     label_pat = (np.arange(n_pat) % 4 == 0).astype(int)
     shared = rng.normal(0, 0.8, 2 * n_pat)                     # errors every algorithm shares
-    cfg = get_config('smoke').to_dict() | dict(dataset='fake (synthetic predictions)') | config_overrides
+    cfg = get_config('smoke').to_dict() | config_overrides        # as the trainer records it: Config fields only
     for a in algorithms:
         ia = ALGORITHMS.index(a)
         for s in seeds:
@@ -51,7 +51,7 @@ def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', RuntimeWarning)     # tiny folds may lack a class
                     met = binary_metrics(y, prob, cfg.get('threshold', 0.5))
-                rec = RunRecord(a, k, int(s), cfg | dict(algorithm=a, fold=k, seed=int(s)), preds, profile=cfg['profile'],
+                rec = RunRecord(a, k, int(s), cfg | dict(seed=int(s)), preds, profile=cfg['profile'],
                                 dataset='fake (synthetic predictions)', synthetic=True, metrics=met,
                                 history=[dict(epoch=0, loss=0.69)], weights='from scratch',
                                 provenance=dict(version=__version__, git_commit='fake', data_fingerprint='fake0000',
