@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'RANGES', 'BEFORE', 'TsbnError', 'Config', 'get_config', 'complete_config', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings',
-           'project_dir', 'default_data_dir', 'default_results_dir']
+__all__ = ['PROFILES', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'get_config', 'complete_config',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'seed_everything', 'pick_device',
+           'git_commit', 'hash_strings', 'project_dir', 'default_data_dir', 'default_results_dir']
 
 # %% ../nbs/00_core.ipynb #8aadbeab
 class TsbnError(Exception):
@@ -60,7 +60,6 @@ class Config:
     mtl_weight: float = 1.0      # GM-M-ResNet: weight of the GSIM MSE next to the BCE (hard sharing)
     ct_reuse: bool = True        # TSBN: reuse e(x) of the pretext step for Loss_CT instead of a second forward
     # optimisation
-    optimizer: str = 'adam'
     lr: float = 1e-4             # paper: 1e-4
     weight_decay: float = 5e-4   # paper: 5e-4
     batch_size: int = 4          # paper: 4
@@ -98,7 +97,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 # %% ../nbs/00_core.ipynb #20d92fd0
 _CHOICES = dict(backbone=('resnet18', 'resnet34', 'resnet50'), ct_mode=('stopgrad', 'joint'), w_pos_rule=('fixed', 'train_ratio'),
-                amp=('auto', 'bf16', 'fp16', 'none'), optimizer=('adam',))
+                amp=('auto', 'bf16', 'fp16', 'none'))
 
 def _convert(name, typ, value):
     "Convert `value` (maybe a string) to the field type `typ`, or raise a `TsbnError` naming `name`."
@@ -165,6 +164,9 @@ def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke' | 'cpu'
 # %% ../nbs/00_core.ipynb #c5960954
 # Settings added after records existed whose profile default is not what older code did: the value that did.
 BEFORE: dict[str, Any] = dict(mask_outside=False)
+# Settings that no longer exist, with the one value that matches what the package does now (Adam is the only
+# optimizer the trainer ever built): a record holding that value compares equal; any other value stays, and differs.
+RETIRED: dict[str, Any] = dict(optimizer='adam')
 
 def complete_config(cfg:dict # a config as recorded (maybe older than this package)
                    ) -> dict:
@@ -172,6 +174,7 @@ def complete_config(cfg:dict # a config as recorded (maybe older than this packa
     prof = cfg.get('profile')
     base = get_config(prof).to_dict() if prof in PROFILES else Config().to_dict()
     base.update(BEFORE)
+    cfg = {k: v for k, v in cfg.items() if not (k in RETIRED and v == RETIRED[k])}
     return {**{k: v for k, v in base.items() if k not in cfg}, **cfg}
 
 # %% ../nbs/00_core.ipynb #920e6d78
