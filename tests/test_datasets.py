@@ -1,37 +1,29 @@
 """Bad input end to end: real (tiny) DICOM files decoded through `prepare_data` -> `build_cache`."""
-import os, time, warnings
+import os, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tsbn_nb.core import TsbnError, get_config
 from tsbn_nb.datasets import (prepare_data, load_dataset, dataset_info, get_folds, make_folds, fold_table,
                               patients_in_several_folds)
-
-MG_STORAGE = '1.2.840.10008.5.1.4.1.1.1.2'  # Digital Mammography X-Ray Image Storage - For Presentation
+from tsbn_nb.dicom import save_dicom
 
 
 def write_dicom(path, lat='L', view='CC', h=96, w=48, pixels=True, seed=0):
-    "A small 12-bit MONOCHROME2 mammogram-like DICOM: a bright half-disc against the chest wall on side `lat`."
+    "A small 12-bit mammogram-like DICOM (the library's `save_dicom`): a bright half-disc against the chest wall on side `lat`; `pixels=False`: no Pixel Data."
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
     x0 = 0 if lat == 'L' else w - 1
     breast = (yy - h / 2) ** 2 / (h / 2.2) ** 2 + (xx - x0) ** 2 / (w * 0.8) ** 2 < 1
     arr = np.where(breast, 1500 + rng.integers(0, 800, (h, w)), 20).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MG_STORAGE, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset(); ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MG_STORAGE, meta.MediaStorageSOPInstanceUID, 'MG'
-    ds.ImageLaterality, ds.ViewPosition = lat, view
-    if pixels:
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = h, w, 1, 'MONOCHROME2'
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = arr.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(path, arr, bits_stored=12, laterality=lat, view=view)
+    if not pixels:                     # a header-only file, as some archives export
+        ds = pydicom.dcmread(path)
+        for k in ('PixelData', 'Rows', 'Columns', 'SamplesPerPixel', 'PhotometricInterpretation', 'BitsAllocated',
+                  'BitsStored', 'HighBit', 'PixelRepresentation'): delattr(ds, k)
+        ds.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -168,7 +160,6 @@ def test_phantom_info_and_folds(phantom, tmp_path):
 def test_full_phantom_matches_paper_counts(tmp_path):
     "The default phantom has INbreast's composition: 410 images, 115 patients, 287 / 100, 23 BI-RADS 3."
     from tsbn_nb.phantom import make_phantom
-    t0 = time.perf_counter()
     out = make_phantom(tmp_path / 'full', progress=False, workers=1)
     info = dataset_info(out)
     for s in ('images:      410', 'patients:    115', 'benign:      287', 'malignant:   100',
@@ -177,7 +168,6 @@ def test_full_phantom_matches_paper_counts(tmp_path):
     df = load_dataset(out)
     t = fold_table(df, make_folds(df))
     assert (abs(t.malignant - 20) <= 2).all() and (abs(t.benign - 287 / 5) <= 3).all(), t
-    assert time.perf_counter() - t0 < 60
 
 
 def test_rewritten_pixels_same_size_and_mtime_are_not_stale(inb, cfg, tmp_path):
