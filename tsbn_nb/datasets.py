@@ -13,10 +13,11 @@ from .core import TsbnError, hash_strings, atomic_write_text
 from .dicom import HASH_STORE, file_hashes
 
 # %% auto #0
-__all__ = ['BIRADS_VALUES', 'BIRADS_MAPS', 'COLUMNS', 'normalize_birads', 'resolve_birads_map', 'parse_inbreast_filename',
-           'index_dicoms', 'read_inbreast_table', 'find_inbreast_table', 'data_fingerprint', 'check_classes',
-           'load_inbreast', 'load_manifest', 'load_dataset', 'make_folds', 'fold_table', 'patients_in_several_folds',
-           'save_folds', 'read_folds', 'get_folds', 'MammoDataset', 'default_cache_dir', 'prepare_data', 'dataset_info']
+__all__ = ['BIRADS_VALUES', 'BIRADS_MAPS', 'COLUMNS', 'PHANTOM_MARKER', 'normalize_birads', 'resolve_birads_map',
+           'parse_inbreast_filename', 'index_dicoms', 'read_inbreast_table', 'find_inbreast_table', 'data_fingerprint',
+           'check_classes', 'load_inbreast', 'load_manifest', 'load_dataset', 'make_folds', 'fold_table',
+           'patients_in_several_folds', 'save_folds', 'read_folds', 'get_folds', 'MammoDataset', 'default_cache_dir',
+           'prepare_data', 'dataset_info']
 
 # %% ../nbs/02_datasets.ipynb #38059087
 BIRADS_VALUES = ('1', '2', '3', '4', '4a', '4b', '4c', '5', '6')  # normalised BI-RADS categories we accept
@@ -405,6 +406,8 @@ def load_manifest(csv_path, # CSV with columns path,label [,patient_id,lateralit
     return df
 
 # %% ../nbs/02_datasets.ipynb #155901cd
+PHANTOM_MARKER = 'phantom.json'   # written by `tsbn_nb.phantom.make_phantom` into the folder it generates
+
 def load_dataset(data, # an INbreast folder, a folder with manifest.csv, or a manifest .csv file
                  kind:str='auto', # 'auto' | 'inbreast' | 'manifest'
                  birads_map='paper', # INbreast only: mapping name or dict
@@ -413,8 +416,13 @@ def load_dataset(data, # an INbreast folder, a folder with manifest.csv, or a ma
                  cache_dir=None, # folder of the content-hash store (default: `default_cache_dir`)
                  hash_files:bool=True, # read the files the hash store does not know (False: their content_hash stays empty)
                 ) -> pd.DataFrame:
-    "Load a dataset in either accepted layout; columns `COLUMNS`, bookkeeping in `.attrs`."
-    p = Path(data)
+    "Load a dataset in either accepted layout; columns `COLUMNS`, bookkeeping in `.attrs` (`synthetic`: the built-in phantom)."
+    df = _load_any(Path(data), kind, birads_map, skip_bad, dedupe, cache_dir, hash_files)
+    # the one place that decides whether the images are the built-in phantom: its generator's marker file, never a name
+    df.attrs['synthetic'] = (Path(df.attrs.get('data_dir', data)) / PHANTOM_MARKER).is_file()
+    return df
+
+def _load_any(p:Path, kind, birads_map, skip_bad, dedupe, cache_dir, hash_files) -> pd.DataFrame:
     if not p.exists(): raise TsbnError(f"data path {p} does not exist. {_LAYOUTS}")
     if kind not in ('auto', 'inbreast', 'manifest'):
         raise TsbnError(f"kind={kind!r}: use auto, inbreast or manifest")

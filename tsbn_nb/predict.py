@@ -23,8 +23,8 @@ from .record import RunRecord
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'CLASS_NAMES', 'IMAGE_SUFFIXES', 'UnreadableFilesWarning', 'sha256_file',
-           'is_synthetic_data', 'cv_performance', 'model_card', 'save_model_dir', 'Predictor', 'load_model',
-           'find_images', 'load_image', 'GradCAM', 'overlay', 'save_overlay', 'explain', 'predict', 'train_final']
+           'cv_performance', 'model_card', 'save_model_dir', 'Predictor', 'load_model', 'find_images', 'load_image',
+           'GradCAM', 'overlay', 'save_overlay', 'explain', 'predict', 'train_final']
 
 # %% ../nbs/12_predict.ipynb #8c5f5e68
 MODEL_FORMAT = 'tsbn-model'          # the "format" field of model.json
@@ -41,14 +41,6 @@ def sha256_file(path) -> str:
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
-
-def is_synthetic_data(path) -> bool:
-    "True when the data path looks like the built-in synthetic data (a 'phantom' / 'synthetic' folder or marker file)."
-    p = Path(path)
-    words = ('phantom', 'synthetic', 'fake')
-    if any(w in part.lower() for part in p.resolve().parts for w in words): return True
-    folder = p if p.is_dir() else p.parent
-    return any((folder / n).exists() for n in ('PHANTOM', 'PHANTOM.txt', 'phantom.json', 'SYNTHETIC'))
 
 # %% ../nbs/12_predict.ipynb #7d2a8da1
 def _read_table(path:Path) -> pd.DataFrame:
@@ -616,7 +608,7 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
                          fingerprint=df.attrs.get('fingerprint', 'unknown'), n_images=len(df),
                          n_patients=int(df.patient_id.nunique()), n_benign=int((labels == 0).sum()),
                          n_malignant=int((labels == 1).sum()), n_failed=int(df.attrs.get('n_failed', 0)),
-                         labels=_labels_desc(df), synthetic=is_synthetic_data(data))
+                         labels=_labels_desc(df), synthetic=bool(df.attrs.get('synthetic')))   # decided by the loader
     save_model_dir(out, trainer.classifier, cfg, algorithm, training_data, params, trainer.history, cv)
     if (ckpt / 'last.pt').exists(): (ckpt / 'last.pt').unlink()
     if ckpt.is_dir() and not any(ckpt.iterdir()): ckpt.rmdir()
