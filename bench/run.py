@@ -140,6 +140,9 @@ def bench_overhead(quick):
              'steps repetition by repetition and reports medians, where it used to time each in its own block of 3 steps '
              '(at 256x128 a block spans seconds of a shared CPU, and a change of load between blocks moved the ratio by '
              'several %). The parts table shows what TSBN adds to its two networks\' own work.']
+    cr = [f"{r['cpu_ratio']:.2f} ({r['setting'].split(',')[0]}, {r['setting'].split(', ')[-2]})" for r in rows]
+    notes += ['', f"Result, in CPU time: {'; '.join(cr)}; target ≤ 1.05. Wall-clock ratios scatter around these when "
+              "the shared CPU runs other jobs during the measurement; CPU time is the number to compare."]
     return rows, md + parts_md + notes
 
 
@@ -339,6 +342,9 @@ def bench_gpumem(quick):
            f"{r['fit']['transient'][1]:.0f} B/pixel ({r['transient_paper'] / 2**30:.1f} GiB at 4×768×384); without "
            f"checkpointing every one of the 16 blocks would keep that much: ≈ {16 * r['transient_paper'] / 2**30:.0f} GiB of "
            "activations, more than any GPU holds, so `rdn_checkpoint=True` stays the paper profile's default.", '',
+           "The checkpointed RDN's saved + recomputed activations are the ≈ 27 GiB that section 4 extrapolated from "
+           "`05_nets` (activations only); the peak adds the parameter state, the activation gradients and the CUDA context. "
+           "These are estimates: `make bench-gpu` measures the real peak (`torch.cuda.max_memory_allocated`) on a GPU.", '',
            'Estimated peak per algorithm and the first setting, in this order of preference, that fits each card (5% kept '
            'free): as is (fp32); `pretext_micro_batch 2`, then 1 (TSBN only; exact for the RDN, which has no BatchNorm, '
            'approximate for the U-Net); `amp bf16` (changes the numerics); bf16 with micro-batches.', '', *gm.table(res)]
@@ -370,7 +376,7 @@ def main(argv=None):
         md_of[key] = [*md, '', f'({time.perf_counter() - t0:.0f} s, measured {time.strftime("%H:%M UTC", time.gmtime())})']
         print('\n'.join(md), flush=True)
     for key, (title, fn) in BENCHES.items():
-        if key in md_of: sections += [f'## {title}', '', (fn.__doc__ or '').strip(), '', *md_of[key], '']
+        if key in md_of: sections += [f'## {title}', '', ' '.join((fn.__doc__ or '').split()), '', *md_of[key], '']
     sections += ['## 6. GPU', '', 'Not measured: no GPU machine was available to the session that ran this file.', '',
                  f'Total benchmark time: {time.perf_counter() - t_all:.0f} s.']
     from tsbn_nb.core import atomic_write_text, atomic_write_json
