@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score, f1_score, accuracy_score
-from tsbn_nb.train import ALGORITHMS, run_fold
+from tsbn_nb.registry import ALGORITHMS
+from tsbn_nb.train import run_fold
 from tsbn_nb.sweep import find_notebook
 
 NB = find_notebook('run_fold.ipynb')

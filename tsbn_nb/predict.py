@@ -582,8 +582,8 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
                 overwrite:bool=False, # replace an existing model in out_dir
                 **overrides) -> Path: # any Config field, e.g. epochs=3
     "Train `algorithm` on every labelled image of `data` (no held-out fold) and write a model directory; return it."
-    from tsbn_nb.datasets import prepare_data, MammoDataset
-    from tsbn_nb.train import Trainer, w_pos_for
+    from tsbn_nb.datasets import prepare_data
+    from tsbn_nb.train import FoldSplit, fit_run
     out = Path(out_dir).expanduser()
     get_algorithm(algorithm)            # a mistyped name fails here, with the closest valid one
     if (out / 'model.json').exists() and not overwrite:
@@ -597,11 +597,10 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
     if df.attrs.get('preproc', params.key()) != params.key():
         raise RuntimeError('prepare_data used other preprocessing parameters than PreprocParams.from_config')  # a bug
     labels = df['label'].to_numpy().astype(np.float32)
-    ds = MammoDataset(images, labels, augment=cfg.augment, seed=cfg.seed)
     ckpt = out / '.checkpoint'
-    trainer = Trainer(algorithm, cfg, fold=-1, ckpt_dir=ckpt if cfg.checkpoint_every else None, progress=progress,
-                      w_pos=w_pos_for(cfg, labels))      # the same rule as the cross-validated runs (all images here)
-    trainer.fit(ds)
+    every = FoldSplit(train=np.arange(len(df)), val=np.arange(0), test=np.arange(0))    # all images, none held out
+    trainer = fit_run(algorithm, cfg, images, labels, every, fold=-1, ckpt_dir=ckpt if cfg.checkpoint_every else None,
+                      progress=progress, out_dir=out)   # the cross-validated runs' step 2: same w rule, same checks
     if cv is not None:
         cv['differing_settings'] = _cv_differences(cv, cfg)
     training_data = dict(path=str(Path(data).resolve()), kind=df.attrs.get('kind', 'unknown'),

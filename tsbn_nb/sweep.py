@@ -219,6 +219,63 @@ def plan_table(specs:list, # from `plan`
         rows.append(dict(run=s.name, state=state, record=str(s.record), est_s=est if state != 'done' else 0.0))
     return pd.DataFrame(rows)
 
+def _refuse_clashes(specs, profile, overrides, out_dir, force):
+    "Stop before any work when finished records in `out_dir` were made with other settings (unless `force`)."
+    clash = {s.name: d for s in specs if s.record.exists()
+             and (d := record_conflict(s.record, get_config(profile, seed=s.seed, **dict(overrides or {}))))}
+    if clash and not force:
+        keys = sorted({k for d in clash.values() for k in d})
+        raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
+                        f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
+
+def _show_plan(specs, fp, profile, out_dir, workers, log) -> dict:
+    "`--dry-run`: the plan table, the counts and an estimated wall time from recorded wall times; train nothing."
+    from tsbn_nb.core import default_results_dir
+    ref = default_results_dir(profile)
+    t = plan_table(specs, fp, ref if ref.resolve() != out_dir else out_dir)
+    log(t[['run', 'state', 'record']].to_string(index=False))
+    left = t[t.state != 'done']
+    est = left.est_s.sum() / max(1, int(workers))
+    log(f"{len(t)} runs: {len(t) - len(left)} done, {len(left)} to run" + (
+        f"; about {_fmt_s(est)} with {workers} worker(s), from the wall times recorded in {ref} (same profile; "
+        "another machine or load changes it)" if left.est_s.notna().all() and len(left) else
+        "; no recorded wall times of this profile to estimate the time"))
+    return dict(out_dir=str(out_dir), runs=len(t), plan=t, failed=[], missing=[], ran=0, report=None)
+
+def _run_all(todo, client, workers, needs_gpu, retries, log) -> list:
+    "Execute `todo` (locally or on Dask) with one progress line per finished run; Ctrl-C / SIGTERM stop it all."
+    results, t_runs = [], time.perf_counter()
+    bar = tqdm(total=len(todo), desc='runs', unit='run', disable=None if sys.stderr.isatty() else True)
+    def on_done(r):
+        results.append(r); bar.update(1)
+        msg = ((f"AUC {r['auc']:.3f}" if r['auc'] is not None else 'AUC n/a') if r['ok'] else
+               f"skipped: {r['error']}" if r.get('skipped') else f"FAILED: {r['error']}")
+        left = len(todo) - len(results)
+        eta = (time.perf_counter() - t_runs) / len(results) * left
+        line = f"[{len(results)}/{len(todo)}] {r['name']}: {msg} ({r['wall_s']:.1f} s)" + (f", about {_fmt_s(eta)} left" if left else '')
+        if not r['ok']: line += f"\n    see {r['notebook']}"
+        (bar.write if not bar.disable else log)(line)
+    _STOP.clear()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():      # Ctrl-C / SIGTERM stop the whole sweep quickly
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda *_: stop_running())
+    try:
+        if todo:
+            if client is not None: _run_dask(todo, client, needs_gpu, on_done, retries)
+            else: _run_local(todo, max(1, int(workers)), on_done)
+    finally:
+        for sig, h in handlers.items(): signal.signal(sig, h)
+    bar.close()
+    if _STOP.is_set():
+        done = [r['name'] for r in results if r['ok']]
+        cut = [r['name'] for r in results if r.get('interrupted')]
+        log(f"interrupted: {len(done)} run(s) finished and kept, {len(cut)} stopped while training "
+            f"({', '.join(cut) or 'none'}; their checkpoints are kept), {len(todo) - len(done) - len(cut)} not started. "
+            "Rerun the same command to resume.")
+        raise KeyboardInterrupt
+    return results
+
 def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, folds=None, seeds=(0,),
               workers:int=1, # notebooks run at once on this machine (without a Dask scheduler)
               scheduler=None, # a Dask scheduler address (tcp://host:8786) or a distributed.Client
@@ -235,11 +292,7 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
     out_dir = Path(out_dir or default_results_dir(profile)).resolve()
     specs = plan(profile, data, out_dir, algorithms, folds, seeds, overrides, kind, cache_dir, skip_bad)
     cfg = get_config(profile, **dict(overrides or {}))
-    clash = {s.name: d for s in specs if s.record.exists() and (d := record_conflict(s.record, get_config(profile, seed=s.seed, **dict(overrides or {}))))}
-    if clash and not force:
-        keys = sorted({k for d in clash.values() for k in d})
-        raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
-                        f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
+    _refuse_clashes(specs, profile, overrides, out_dir, force)
     for s in specs: s.force, s.dedupe = force, dedupe
     needs_gpu, client, owned = _needs_gpu(cfg, profile), None, False
     if (scheduler is not None or scheduler_file is not None) and not dry_run:   # the cluster is checked before any work
@@ -253,19 +306,9 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
         folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
         fp = df.attrs.get('fingerprint')
-        if dry_run:
-            ref = default_results_dir(profile)
-            t = plan_table(specs, fp, ref if ref.resolve() != out_dir else out_dir)
-            log(t[['run', 'state', 'record']].to_string(index=False))
-            left = t[t.state != 'done']
-            est = left.est_s.sum() / max(1, int(workers))
-            log(f"{len(t)} runs: {len(t) - len(left)} done, {len(left)} to run" + (
-                f"; about {_fmt_s(est)} with {workers} worker(s), from the wall times recorded in {ref} (same profile; "
-                "another machine or load changes it)" if left.est_s.notna().all() and len(left) else
-                "; no recorded wall times of this profile to estimate the time"))
-            return dict(out_dir=str(out_dir), runs=len(t), plan=t, failed=[], missing=[], ran=0, report=None)
+        if dry_run: return _show_plan(specs, fp, profile, out_dir, workers, log)
         if report: write_probe(df, folds, out_dir, log=log)
-        if todo_weights := [s for s in specs if not s.record.exists()]:      # fetch ImageNet weights once, here, not per run
+        if any(not s.record.exists() for s in specs):      # fetch ImageNet weights once, here, not per run
             from tsbn_nb.nets import prepare_weights
             log(prepare_weights(cfg, log=log).describe())
         todo = specs if force else [s for s in specs if not is_done(s, fp)]
@@ -273,48 +316,17 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         stale = sum(s.record.exists() for s in todo) if not force else 0
         log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
             + (f", {stale} of them stale: their data changed" if stale else '') + f"), profile {profile}, data {data}, results in {out_dir}")
-        results, t_runs = [], time.perf_counter()
-        bar = tqdm(total=len(todo), desc='runs', unit='run', disable=None if sys.stderr.isatty() else True)
-        def on_done(r):
-            results.append(r); bar.update(1)
-            msg = ((f"AUC {r['auc']:.3f}" if r['auc'] is not None else 'AUC n/a') if r['ok'] else
-                   f"skipped: {r['error']}" if r.get('skipped') else f"FAILED: {r['error']}")
-            left = len(todo) - len(results)
-            eta = (time.perf_counter() - t_runs) / len(results) * left
-            line = f"[{len(results)}/{len(todo)}] {r['name']}: {msg} ({r['wall_s']:.1f} s)" + (f", about {_fmt_s(eta)} left" if left else '')
-            if not r['ok']: line += f"\n    see {r['notebook']}"
-            (bar.write if not bar.disable else log)(line)
-        _STOP.clear()
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():      # Ctrl-C / SIGTERM stop the whole sweep quickly
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, lambda *_: stop_running())
-        try:
-            if todo:
-                if client is not None: _run_dask(todo, client, needs_gpu, on_done, retries)
-                else: _run_local(todo, max(1, int(workers)), on_done)
-        finally:
-            for sig, h in handlers.items(): signal.signal(sig, h)
-        bar.close()
-        if _STOP.is_set():
-            done = [r['name'] for r in results if r['ok']]
-            cut = [r['name'] for r in results if r.get('interrupted')]
-            log(f"interrupted: {len(done)} run(s) finished and kept, {len(cut)} stopped while training "
-                f"({', '.join(cut) or 'none'}; their checkpoints are kept), {len(todo) - len(done) - len(cut)} not started. "
-                "Rerun the same command to resume.")
-            raise KeyboardInterrupt
+        results = _run_all(todo, client, workers, needs_gpu, retries, log)
         failed = [r for r in results if not r['ok'] and not r.get('skipped')]
-        summary = {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed,
-                   'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
         missing = [s.name for s in specs if not s.record.exists()]
-        summary['missing'] = missing
+        summary = {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed, 'missing': missing,
+                   'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
         if failed or missing:
             log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
                 "(finished runs are kept).")
             for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
             return summary
-        if report:
-            summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
+        if report: summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
         log(f"done in {summary['wall_s']:.0f} s")
         return summary
     finally:

@@ -19,16 +19,17 @@ from tqdm.auto import tqdm
 
 from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes, complete_config,
                           atomic_write_json, git_commit)
-from .nets import build_classifier, ResNetEncDec
+from .nets import build_classifier, build_encdec
+from .registry import ALGORITHMS, config_diff, get_algorithm
+from .record import RunRecord
 from .losses import weighted_bce, restoration_mse, ProjectionHead
 from .bichannel import BiChannelNet, build_bichannel
 from .pretext import gsim_target, context_restoration, simclr_views, nt_xent
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'comparable_config', 'progress_mode', 'epoch_line',
-           'run_name', 'record_path', 'w_pos_for', 'validation_split', 'numerics_provenance', 'RunLock',
-           'check_output_dir', 'record_conflict', 'FoldSplit', 'split_fold', 'fit_run', 'run_record', 'save_run',
-           'run_fold']
+__all__ = ['SETUPS', 'resolve_amp', 'Phase', 'Trainer', 'progress_mode', 'epoch_line', 'run_name', 'record_path', 'w_pos_for',
+           'validation_split', 'numerics_provenance', 'RunLock', 'check_output_dir', 'record_conflict', 'FoldSplit',
+           'split_fold', 'fit_run', 'run_record', 'save_run', 'run_fold']
 
 # %% ../nbs/07_train.ipynb #f5f634b0
 def resolve_amp(amp:str, device:torch.device):
@@ -44,8 +45,6 @@ def _seed_of(*parts) -> int:
     return h
 
 # %% ../nbs/07_train.ipynb #f098084f
-ALGORITHMS = ('resnet', 'simclr', 'cr-f-resnet', 'gm-f-resnet', 'gm-m-resnet', 'tsbn-u', 'tsbn-r')
-
 @dataclass
 class Phase:
     "`epochs` passes over the training fold; each mini-batch goes to `step(x, y, gen) -> dict of losses`."
@@ -60,8 +59,7 @@ class Trainer:
     "Builds the networks of `algorithm`, trains them phase by phase, and predicts with the downstream ResNet."
     def __init__(self, algorithm:str, cfg:Config, fold:int=0, ckpt_dir=None, progress:bool|None=None,
                  w_pos:float|None=None):   # Eq. 3's weight; None: cfg.w_pos (run_fold passes the train_ratio value)
-        if algorithm not in ALGORITHMS:
-            raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+        get_algorithm(algorithm)            # a mistyped name fails here, with the closest valid one
         self.algorithm, self.cfg, self.fold = algorithm, cfg, fold
         self.w_pos = float(cfg.w_pos if w_pos is None else w_pos)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
@@ -189,7 +187,7 @@ def _setup_simclr(t):
 def _setup_finetune_restoration(task):
     def setup(t):
         clf = t.add_model('classifier', build_classifier(t.cfg))
-        encdec = t.add_model('encdec', ResNetEncDec(clf, t.cfg.decoder_base))   # shares clf's backbone
+        encdec = t.add_model('encdec', build_encdec(t.cfg, clf))   # shares clf's backbone
         t.add_opt('pretext', encdec.parameters())
         t.add_opt('finetune', clf.parameters())
         t.phases = [Phase('pretext', t.cfg.pretext_epochs, _restore_step(t, task), ['encdec'], False),
@@ -199,7 +197,7 @@ def _setup_finetune_restoration(task):
 # %% ../nbs/07_train.ipynb #283f1f28
 def _setup_multitask(t):
     clf = t.add_model('classifier', build_classifier(t.cfg))
-    encdec = t.add_model('encdec', ResNetEncDec(clf, t.cfg.decoder_base))
+    encdec = t.add_model('encdec', build_encdec(t.cfg, clf))
     t.add_opt('multitask', list(encdec.parameters()) + [p for n, p in clf.named_parameters() if n.startswith('head')])
     t.phases = [Phase('multitask', t.cfg.epochs, _multitask_step(t), ['encdec', 'classifier'])]
 
@@ -229,24 +227,17 @@ def _save_checkpoint(self:Trainer):
     buf = io.BytesIO(); torch.save(state, buf)
     return atomic_write_bytes(self.ckpt_dir / 'last.pt', buf.getvalue())
 
-_HW_KEYS = ('device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every')
-
-def comparable_config(cfg:dict) -> dict:
-    "A config (gaps filled by `complete_config`) without the settings that change only the hardware used, not the result."
-    return {k: v for k, v in complete_config(cfg).items() if k not in _HW_KEYS}
-
 def _load_checkpoint(self:Trainer) -> bool:
     p = self.ckpt_dir / 'last.pt' if self.ckpt_dir else None
     if p is None or not p.exists(): return False
     try: state = torch.load(p, map_location=self.device, weights_only=True)
     except Exception as e:
         raise TsbnError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); delete it to start the run afresh") from None
-    mine, theirs = comparable_config(self.cfg.to_dict()), comparable_config(state['config'])
     if state['algorithm'] != self.algorithm or state['fold'] != self.fold:
         raise TsbnError(f"checkpoint {p} belongs to another run (algorithm {state['algorithm']}, fold {state['fold']}): "
                         "files were moved; delete it or use another output folder")
-    if mine != theirs:          # e.g. the advised rerun with a lower lr after a NaN: set the old state aside, start afresh
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if diff := config_diff(self.cfg.to_dict(), state['config']):   # e.g. the advised rerun with a lower lr after a NaN:
+                                                                     # set the old state aside, start afresh
         aside = p.with_name('last.other-settings.pt')
         os.replace(p, aside)
         warnings.warn(f"checkpoint {p} was made with other settings ({', '.join(diff)}): moved to {aside.name}, "
@@ -426,10 +417,9 @@ def record_conflict(rec_path, # an existing run record
                     cfg:Config # the settings of the run about to replace it
                    ) -> list[str]:
     "Names of the settings (hardware keys aside) in which the record at `rec_path` differs from `cfg`; [] if none or unreadable."
-    try: old = json.loads(Path(rec_path).read_text()).get('config', {})
-    except (OSError, ValueError): return []
-    a, b = comparable_config(old), comparable_config(cfg.to_dict())
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    try: old = RunRecord.read(rec_path).config
+    except TsbnError: return []
+    return config_diff(old, cfg.to_dict())
 
 # %% ../nbs/07_train.ipynb #e0cf0253
 @dataclass
@@ -474,7 +464,7 @@ def fit_run(algorithm:str, cfg:Config, images, labels, # labels: 0/1 per image (
     return trainer.fit(train_ds, val_ds)
 
 def run_record(trainer:Trainer, df:pd.DataFrame, labels, split:FoldSplit, prob, # prob: step 3's test probabilities
-               profile:str, data, t_start:float) -> dict:
+               profile:str, data, t_start:float) -> RunRecord:
     "Step 4: the run record (predictions, metrics, history, config, weights, provenance) of a trained run."
     from tsbn_nb.metrics import binary_metrics
     import tsbn_nb
@@ -484,35 +474,34 @@ def run_record(trainer:Trainer, df:pd.DataFrame, labels, split:FoldSplit, prob, 
     preds = [{**{c: (str(v) if not isinstance(v, (int, float, np.integer, np.floating)) else v)
                  for c, v in zip(cols, row)}, 'label': int(yy), 'prob': float(pp)}
              for row, yy, pp in zip(df.iloc[test_idx][cols].itertuples(index=False), y, prob)]
-    src = Path(data) if Path(data).is_dir() else Path(data).parent
-    dataset = 'phantom (synthetic)' if (src / 'phantom.json').exists() else str(df.attrs.get('kind', 'unknown'))
-    return {
-        'algorithm': trainer.algorithm, 'fold': trainer.fold, 'seed': cfg.seed, 'profile': profile, 'dataset': dataset,
-        'config': cfg.to_dict(), 'predictions': preds,
-        'metrics': binary_metrics(y, prob, cfg.threshold),
-        'history': trainer.history, 'weights': trainer.weights_source, 'w_pos_used': trainer.w_pos,
-        'weights_info': getattr(trainer.classifier, 'weights_info', None),
-        'n_train': int(len(split.train)), 'n_val': int(len(split.val)), 'n_test': int(len(test_idx)),
-        'provenance': {'version': tsbn_nb.__version__, 'git_commit': git_commit(Path(tsbn_nb.__file__).parent),
+    synthetic = bool(df.attrs.get('synthetic'))           # decided by the dataset loader (the phantom's marker file)
+    dataset = 'phantom (synthetic)' if synthetic else str(df.attrs.get('kind', 'unknown'))
+    return RunRecord(
+        algorithm=trainer.algorithm, fold=trainer.fold, seed=cfg.seed, profile=profile, dataset=dataset, synthetic=synthetic,
+        config=cfg.to_dict(), predictions=preds,
+        metrics=binary_metrics(y, prob, cfg.threshold),
+        history=trainer.history, weights=trainer.weights_source, w_pos_used=trainer.w_pos,
+        weights_info=getattr(trainer.classifier, 'weights_info', None),
+        n_train=int(len(split.train)), n_val=int(len(split.val)), n_test=int(len(test_idx)),
+        provenance={'version': tsbn_nb.__version__, 'git_commit': git_commit(Path(tsbn_nb.__file__).parent),
                        'data': str(data), 'data_fingerprint': df.attrs.get('fingerprint', 'unknown'),
                        'device': _device_name(trainer.device), 'torch': torch.__version__,
                        'python': platform.python_version(), 'host': platform.node(),
                        'numerics': numerics_provenance(trainer.device),
                        'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                       'wall_time_s': round(time.perf_counter() - t_start, 2)},
-    }
+                       'wall_time_s': round(time.perf_counter() - t_start, 2)})
 
 def save_run(rec_path, # the record's path (`record_path`)
-             record:dict, classifier:nn.Module|None=None, # the downstream model, saved beside it as .pt (None: not saved)
+             record:RunRecord, classifier:nn.Module|None=None, # the downstream model, saved beside it as .pt (None: not saved)
             ) -> Path:
     "Step 5: write the downstream model (weights and config) and then the record, each atomically."
     rec_path = Path(rec_path)
     if classifier is not None:
         buf = io.BytesIO()
-        torch.save({'algorithm': record['algorithm'], 'fold': record['fold'], 'config': record['config'],
+        torch.save({'algorithm': record.algorithm, 'fold': record.fold, 'config': record.config,
                     'classifier': classifier.state_dict()}, buf)
         atomic_write_bytes(rec_path.with_suffix('.pt'), buf.getvalue())
-    return atomic_write_json(rec_path, record)
+    return record.write(rec_path)
 
 def _device_name(device) -> str:
     if device.type == 'cuda': return f'cuda: {torch.cuda.get_device_name(device)}'
@@ -535,8 +524,7 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
              **overrides) -> dict:   # any Config field, e.g. epochs=3, gsim_d=0.3
     "Train `algorithm` on all folds but `fold`, predict `fold`, write and return the run record."
     t_start = time.perf_counter()
-    if algorithm not in ALGORITHMS:
-        raise TsbnError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    get_algorithm(algorithm)                 # a mistyped name fails here, with the closest valid one
     cfg = get_config(profile, seed=seed, **overrides)
     if not 0 <= int(fold) < cfg.n_folds:
         raise TsbnError(f"fold={fold} is out of range: folds are numbered 0..{cfg.n_folds - 1}")
@@ -570,4 +558,4 @@ def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, sk
     record = run_record(trainer, df, labels, split, prob, profile=profile, data=data, t_start=t_start)   # 4. record
     save_run(rec_path, record, trainer.classifier if save_model else None)          # 5. save
     shutil.rmtree(ckpt_dir, ignore_errors=True)            # with anything a killed process left in it
-    return record
+    return record.to_dict()
