@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'get_config', 'complete_config',
+__all__ = ['PROFILES', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'did_you_mean', 'get_config', 'complete_config',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'seed_everything', 'pick_device',
            'git_commit', 'hash_strings', 'project_dir', 'default_data_dir', 'default_results_dir']
 
@@ -143,16 +143,22 @@ def _check_range(name, v):
         hi_s = '' if hi is None else f"{'≤' if hi_in else '<'} {hi}"
         raise TsbnError(f"{name}={v!r} is out of range: it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
 
+def did_you_mean(word:str, choices) -> str:
+    "' (did you mean X?)' for the closest of `choices` to `word`, or '' when nothing is close."
+    import difflib
+    close = difflib.get_close_matches(str(word).lower(), [str(c) for c in choices], n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ''
+
 def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke' | 'cpu'
                **overrides) -> Config:
     "The `Config` of `profile` with `overrides` applied and checked."
     if profile not in PROFILES:
-        raise TsbnError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+        raise TsbnError(f"unknown profile {profile!r}{did_you_mean(profile, PROFILES)}: choose one of {', '.join(PROFILES)}")
     types = {f.name: f.type for f in fields(Config)}
     values = dict(PROFILES[profile], profile=profile)
     for k, v in overrides.items():
         if k not in types:
-            raise TsbnError(f"unknown setting {k!r}: valid settings are {', '.join(sorted(types))}")
+            raise TsbnError(f"unknown setting {k!r}{did_you_mean(k, types)}: valid settings are {', '.join(sorted(types))}")
         values[k] = _convert(k, types[k], v)
     cfg = Config(**values)
     for k, allowed in _CHOICES.items():

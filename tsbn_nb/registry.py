@@ -4,13 +4,12 @@
 
 # %% ../nbs/00a_registry.ipynb #c7d149d6
 from __future__ import annotations
-import difflib
 from dataclasses import dataclass, field
-from .core import TsbnError, complete_config
+from .core import TsbnError, complete_config, did_you_mean
 
 # %% auto #0
-__all__ = ['REGISTRY', 'ALGORITHMS', 'DISPLAY_NAMES', 'HARDWARE_KEYS', 'IDENTITY_KEYS', 'Algorithm', 'did_you_mean',
-           'get_algorithm', 'plot_style', 'comparable', 'config_diff']
+__all__ = ['REGISTRY', 'ALGORITHMS', 'DISPLAY_NAMES', 'HARDWARE_KEYS', 'IDENTITY_KEYS', 'Algorithm', 'get_algorithm',
+           'plot_style', 'comparable', 'config_diff']
 
 # %% ../nbs/00a_registry.ipynb #87ad5357
 @dataclass(frozen=True)
@@ -60,11 +59,6 @@ ALGORITHMS: tuple[str, ...] = tuple(REGISTRY)                      # Table I's o
 DISPLAY_NAMES: dict[str, str] = {k: a.name for k, a in REGISTRY.items()}
 
 # %% ../nbs/00a_registry.ipynb #3872fc5d
-def did_you_mean(word:str, choices) -> str:
-    "' (did you mean X?)' for the closest of `choices` to `word`, or '' when nothing is close."
-    close = difflib.get_close_matches(str(word).lower(), [str(c) for c in choices], n=2, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ''
-
 def get_algorithm(key:str) -> Algorithm:
     "The `Algorithm` called `key`; a `TsbnError` naming the valid keys (and the closest one) otherwise."
     if key in REGISTRY: return REGISTRY[key]
