@@ -114,6 +114,8 @@ def _add_run_commands(sub):
     rp.add_argument('--workers', type=int, default=1, help='notebooks run at once on this machine')
     rp.add_argument('--scheduler', default=None, help='Dask scheduler address, e.g. tcp://host:8786')
     rp.add_argument('--scheduler-file', default=None, help="Dask scheduler file (dask scheduler --scheduler-file), the HPC convention")
+    rp.add_argument('--retries', type=int, default=1, help='Dask: times a run whose task raised (e.g. a lost worker) is tried again')
+    rp.add_argument('--dask-wait', type=float, default=60, help='Dask: seconds to wait for a first worker to join')
     rp.add_argument('--force', action='store_true', help='rerun runs whose records exist')
     rp.add_argument('--no-report', action='store_true', help='train only; no Table II / Fig. 4')
     rp.add_argument('--n-boot', type=int, default=2000, help='bootstrap replicates of the report')
@@ -185,7 +187,7 @@ def _dispatch(a) -> int:
         from tsbn_nb.sweep import reproduce
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,
                       workers=a.workers, scheduler=a.scheduler, overrides=_overrides(a.params), force=a.force,
-                      **({'scheduler_file': a.scheduler_file} if a.scheduler_file else {}),
+                      scheduler_file=a.scheduler_file, retries=a.retries, dask_wait=a.dask_wait,
                       kind=a.kind, cache_dir=a.cache_dir, skip_bad=a.skip_bad, report=not a.no_report, n_boot=a.n_boot,
                       dry_run=a.dry_run, dedupe=a.dedupe)
         if a.dry_run: return 0
