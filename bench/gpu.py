@@ -34,7 +34,8 @@ def main(argv=None):
         refuse('no CUDA GPU is visible (torch.cuda.is_available() is False): this check measures a GPU and has nothing '
                'to say on a CPU. Run it on a machine with an NVIDIA GPU (make bench-gpu).')
     from tsbn_nb.core import get_config
-    from tsbn_nb.train import Trainer, ALGORITHMS
+    from tsbn_nb.train import Trainer
+    from tsbn_nb.registry import ALGORITHMS
     algos = a.algorithms or list(ALGORITHMS)
     cost = {'resnet': 'finetune', 'simclr': 'pretext', 'cr-f-resnet': 'pretext', 'gm-f-resnet': 'pretext',
             'gm-m-resnet': 'multitask', 'tsbn-u': 'joint', 'tsbn-r': 'joint'}

@@ -91,7 +91,8 @@ def fit_line(pix, vals):
 
 def measure(algorithms=None, quick=False):
     from tsbn_nb.core import get_config
-    from tsbn_nb.train import Trainer, ALGORITHMS
+    from tsbn_nb.train import Trainer
+    from tsbn_nb.registry import ALGORITHMS
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = get_config('paper', device='cpu', pretrained='none')
     sizes = {'default': [(64, 32), (128, 64), (192, 96)], 'rdn': [(32, 16), (48, 24), (64, 32)]}

@@ -252,7 +252,7 @@ print(json.dumps(dict(peak_gb=status('VmHWM'), model_gb=base, step_s=dt)))
 
 def bench_memory(quick):
     """Peak resident memory of each algorithm's training step (all its phases) at demo and paper resolution."""
-    from tsbn_nb.train import ALGORITHMS
+    from tsbn_nb.registry import ALGORITHMS
     rows = []
     plans = [('demo', {})] + ([] if quick else [('paper', dict(pretrained='none'))])
     for profile, kw in plans:

@@ -5,7 +5,7 @@
 # %% ../nbs/00b_record.ipynb #2abcbf3c
 from __future__ import annotations
 import json
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from .core import TsbnError, atomic_write_json
 from .registry import ALGORITHMS, did_you_mean

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from .registry import ALGORITHMS, DISPLAY_NAMES, REGISTRY, HARDWARE_KEYS, IDENTITY_KEYS, plot_style
 from .record import RunRecord
-from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, get_config, complete_config
+from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, complete_config
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, signal, subprocess, sys, tempfile, threading, time
 import pandas as pd
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from tqdm.auto import tqdm
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes, complete_config,
+from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes,
                           atomic_write_json, git_commit)
 from .nets import build_classifier, build_encdec
 from .registry import ALGORITHMS, config_diff, get_algorithm

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 from .core import TsbnError
-from .report import load_runs, config_differences
-from .registry import DISPLAY_NAMES, ALGORITHMS, IDENTITY_KEYS, HARDWARE_KEYS, config_diff
+from .report import load_runs
+from .registry import DISPLAY_NAMES, IDENTITY_KEYS, HARDWARE_KEYS, config_diff
 
 # %% auto #0
 __all__ = ['compare_runs', 'verify']
