@@ -186,13 +186,16 @@ def complete_config(cfg:dict # a config as recorded (maybe older than this packa
 # %% ../nbs/00_core.ipynb #920e6d78
 _UMASK = os.umask(0); os.umask(_UMASK)
 
-def atomic_write_bytes(path, data:bytes) -> Path:
-    "Write `data` to `path` atomically (temporary file in the same folder, then rename)."
+def atomic_write_bytes(path, data) -> Path:
+    """Write `data` to `path` atomically (temporary file in the same folder, then rename).
+    `data` is bytes, or a function that writes into the open binary file (a large checkpoint is then
+    streamed to disk instead of being built in memory and copied first)."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            f.write(data) if isinstance(data, (bytes, bytearray, memoryview)) else data(f)
+            f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)        # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
