@@ -63,8 +63,9 @@ def warm(paths):
 def bench_hashing(quick=False, n=None, workers=2):
     """First-run content hashing of INbreast-size DICOMs vs the first preprocessing pass (768x384)."""
     import statistics
-    import tsbn_nb.dicom as dicom
-    from tsbn_nb.dicom import PreprocParams, build_cache, file_hashes, content_hash, HASH_STORE
+    import tsbn_nb.cache as cache_mod
+    from tsbn_nb.preprocess import PreprocParams
+    from tsbn_nb.cache import build_cache, file_hashes, content_hash, HASH_STORE
     n = n or (40 if quick else 410)
     paths = make_files(n, WORK / 'files')
     time.sleep(2.5)                                   # every file older than the "racily clean" window
@@ -74,8 +75,8 @@ def bench_hashing(quick=False, n=None, workers=2):
     def run(tag, mode):
         "One first `prepare_data`-like pass on a fresh cache folder; seconds."
         cache = WORK / f'cache-{tag}'; shutil.rmtree(cache, ignore_errors=True); cache.mkdir(parents=True)
-        store, real = cache / HASH_STORE, dicom.content_hash
-        if mode == 'before': dicom.content_hash = lambda p: '0' * 32     # the old code: no hashing at all
+        store, real = cache / HASH_STORE, cache_mod.content_hash
+        if mode == 'before': cache_mod.content_hash = lambda p: '0' * 32     # the old code: no hashing at all
         try:
             t0 = time.perf_counter()
             if mode == 'prepass': hs = file_hashes(paths, store)         # a separate hashing pass, then the build
@@ -83,7 +84,7 @@ def bench_hashing(quick=False, n=None, workers=2):
             c = build_cache(paths, None, params, cache, workers=workers, progress=False, hashes=hs)  # ... workers hash
             if mode == 'now': assert file_hashes(paths, store) == c.hashes   # the loader's second look: from the store
             t = time.perf_counter() - t0
-        finally: dicom.content_hash = real
+        finally: cache_mod.content_hash = real
         assert len(c) == n and not c.reused and (mode == 'before' or len(set(c.hashes)) == n)
         del c; shutil.rmtree(cache, ignore_errors=True)
         return t

@@ -150,7 +150,7 @@ def bench_overhead(quick):
 def _paper_cache(h, w):
     """A cache of the phantom at (h, w) (built once under bench/_work)."""
     from tsbn_nb.core import get_config
-    from tsbn_nb.datasets import prepare_data
+    from tsbn_nb.prepare import prepare_data
     data = WORK / 'phantom'
     if not (data / 'INbreast.csv').exists():
         from tsbn_nb.phantom import make_phantom
@@ -165,7 +165,7 @@ def bench_loader(quick):
     import torch
     from torch.utils.data import DataLoader
     from tsbn_nb.core import get_config
-    from tsbn_nb.datasets import MammoDataset
+    from tsbn_nb.prepare import MammoDataset
     from tsbn_nb.train import Trainer
     rows = []
     for label, profile, kw in [('demo 96x48, ResNet18, batch 16', 'demo', {}),
@@ -196,7 +196,8 @@ def bench_loader(quick):
 def bench_preprocess(quick):
     """First-time decode + preprocess of 410 INbreast-size DICOMs, and a cached reload."""
     import numpy as np
-    from tsbn_nb.dicom import build_cache, PreprocParams
+    from tsbn_nb.cache import build_cache
+    from tsbn_nb.preprocess import PreprocParams
     from tsbn_nb.phantom import make_phantom
     n_distinct = 8
     src = WORK / 'fullsize'

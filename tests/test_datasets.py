@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import pydicom
 from tsbn_nb.core import TsbnError, get_config
-from tsbn_nb.datasets import (prepare_data, load_dataset, dataset_info, get_folds, make_folds, fold_table,
-                              patients_in_several_folds)
+from tsbn_nb.prepare import prepare_data
+from tsbn_nb.datasets import load_dataset
+from tsbn_nb.folds import dataset_info, get_folds, make_folds, fold_table, patients_in_several_folds
 from tsbn_nb.dicom import save_dicom
 
 
@@ -272,7 +273,7 @@ def test_run_fold_path_shows_preprocessing_off_a_terminal(inb, cfg, tmp_path, ca
 
 def test_mask_outside_reaches_the_cache(inb, tmp_path):
     "The Config's mask_outside is part of the preprocessing: its own cache entry and key; off keeps the old key."
-    from tsbn_nb.dicom import PreprocParams
+    from tsbn_nb.preprocess import PreprocParams
     off = prepare_data(inb, get_config('smoke'), cache_dir=tmp_path / 'c', progress=False, workers=1)[0]
     on = prepare_data(inb, get_config('smoke', mask_outside=True), cache_dir=tmp_path / 'c', progress=False, workers=1)[0]
     assert off.attrs['preproc'] == PreprocParams(64, 32).key() == '931b0c012f907832'    # the key before the field existed

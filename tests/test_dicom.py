@@ -1,12 +1,13 @@
-"""End-to-end checks of `tsbn_nb.dicom` that are too slow or too process-heavy for the notebook."""
+"""End-to-end checks of reading (`tsbn_nb.dicom`), preprocessing (`tsbn_nb.preprocess`) and the cache (`tsbn_nb.cache`) that are too slow or too process-heavy for the notebooks."""
 import os, shutil, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np
-import pydicom
 import pytest
 from pydicom.uid import RLELossless, JPEGLSLossless, JPEG2000Lossless
 from tsbn_nb.core import TsbnError
-from tsbn_nb.dicom import (HASH_STORE, PreprocParams, build_cache, cache_key, preprocess, read_mammogram, save_dicom)
+from tsbn_nb.cache import HASH_STORE, build_cache, cache_key
+from tsbn_nb.preprocess import PreprocParams, preprocess
+from tsbn_nb.dicom import read_mammogram, save_dicom
 
 
 def _breast(h, w, side, rng, level=9000, bits=14):
@@ -29,21 +30,16 @@ def _dataset(d: Path, n=8, h=300, w=240, **kw):
     return out
 
 
-def test_full_size_speed(tmp_path):
-    "A 3328x4084 14-bit uncompressed DICOM decodes and preprocesses to 768x384 well under a second."
+def test_full_size_image(tmp_path):
+    "A 3328x4084 14-bit uncompressed DICOM (INbreast's larger size) decodes and preprocesses to 768x384, chest wall left."
     p = save_dicom(tmp_path / 'big.dcm', _breast(4084, 3328, 'right', np.random.default_rng(1)), bits_stored=14,
                    laterality='R', view='CC')
     pp = PreprocParams(768, 384)
-    ts = []
-    for _ in range(3):
-        t = time.perf_counter()
-        img, meta = read_mammogram(p)
-        out = preprocess(img, meta['laterality'], pp, chest_wall=meta['chest_wall'])
-        ts.append(time.perf_counter() - t)
-    print(f'decode + preprocess, median of 3: {np.median(ts) * 1e3:.0f} ms')
+    img, meta = read_mammogram(p)                            # its speed is measured in bench/ (results.md, section 3)
+    assert img.shape == (4084, 3328) and meta['laterality'] == 'R'
+    out = preprocess(img, meta['laterality'], pp, chest_wall=meta['chest_wall'])
     assert out.shape == (768, 384) and out.dtype == np.float32
     assert out[:, :20].mean() > out[:, -20:].mean()          # chest wall moved to the left
-    assert np.median(ts) < 1.0                               # ~0.1 s here; loose for busy machines
 
 
 def test_monochrome1_and_compressed_match(tmp_path):
@@ -68,7 +64,7 @@ def test_monochrome1_and_compressed_match(tmp_path):
 def _slow_build_in_child(files, cache, marker):
     "Start a build of `files` in another process, slowed to 0.3 s per image; return it once 2 images are done."
     child = textwrap.dedent(f"""
-        import sys, time, tsbn_nb.dicom as m
+        import sys, time, tsbn_nb.cache as m
         real = m._cache_one
         def slow(job):
             r = real(job); open({str(marker)!r}, 'a').write('x'); time.sleep(0.3); return r
@@ -125,7 +121,7 @@ def test_cache_deleted_during_build(tmp_path):
 def test_concurrent_builders_agree(tmp_path):
     "Two processes building the same entry at once both succeed and leave one entry."
     files = _dataset(tmp_path / 'd', n=6, h=160, w=120)
-    code = (f"import tsbn_nb.dicom as m; c = m.build_cache({files!r}, None, m.PreprocParams(32, 16), "
+    code = (f"import tsbn_nb.cache as m; c = m.build_cache({files!r}, None, m.PreprocParams(32, 16), "
             f"{str(tmp_path / 'cache')!r}, workers=0); print(c.key, float(c.images.astype('f4').sum()))")
     procs = [subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=60)[0].split() for p in procs]
@@ -137,7 +133,7 @@ def test_concurrent_builders_agree(tmp_path):
 def test_recovered_file_rebuilds(tmp_path, monkeypatch):
     "A cached failure is retried on reuse; when the file reads now the entry is rebuilt with it."
     files = _dataset(tmp_path / 'd', n=3, h=120, w=90)
-    import tsbn_nb.dicom as m
+    import tsbn_nb.cache as m
     real = m.read_mammogram
     def flaky(path, voi=True):
         if str(path) == files[1]: raise TsbnError(f'{path}: simulated missing decoder')

@@ -1,8 +1,6 @@
 """The committed demo reference (results/demo) as evidence: no global shortcut, the ResNet learns, noise measured,
 provenance complete, and a rerun can be verified against it."""
 import json, shutil
-from pathlib import Path
-import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 from tsbn_nb.core import project_dir

@@ -5,16 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from tsbn_nb.cli import main
 from tsbn_nb.core import TsbnError, get_config
-from tsbn_nb.datasets import prepare_data
-from tsbn_nb.dicom import PreprocParams
+from tsbn_nb.prepare import prepare_data
+from tsbn_nb.preprocess import PreprocParams
 from tsbn_nb.nets import ResNetClassifier, build_classifier
-from tsbn_nb.predict import (GradCAM, Predictor, UnreadableFilesWarning, load_model, predict, save_model_dir,
-                             train_final, sha256_file)
+from tsbn_nb.predict import GradCAM, UnreadableFilesWarning, predict
+from tsbn_nb.model import load_model, save_model_dir, train_final
 from tsbn_nb.testing import cam_peak, toy_lesion_images, train_toy
 
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """The `cpu` profile (real mammograms on a 2-core laptop): its settings, its ImageNet ResNet18 start (cache, download
 plan, offline error; never the network), and the loud from-scratch warning of a real-data run's record and Table II."""
-import json, urllib.error
+import urllib.error
 from pathlib import Path
 import numpy as np
 import pytest

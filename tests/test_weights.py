@@ -3,7 +3,7 @@
 No test reaches the network: downloads use a local file:// URL or a mocked fetch, and every test runs with a
 temporary TORCH_HOME, so the user's real torch hub cache is never read or written.
 """
-import dataclasses, hashlib, os, socket, urllib.error
+import dataclasses, hashlib, socket, urllib.error
 from pathlib import Path
 import pytest
 import torch

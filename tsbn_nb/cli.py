@@ -173,7 +173,7 @@ def _dispatch(a) -> int:
         from tsbn_nb.public import manifest_command
         return manifest_command(a.kind, a.source_dir, a.out, a.birads_map, a.absolute)
     elif a.cmd == 'data':
-        from tsbn_nb.datasets import dataset_info
+        from tsbn_nb.folds import dataset_info
         print(dataset_info(a.data, kind=a.kind, n_folds=a.folds, seed=a.fold_seed,
                            group_by_patient=not a.image_level, birads_map=a.birads_map, dedupe=a.dedupe))
     elif a.cmd == 'run':
@@ -200,7 +200,7 @@ def _dispatch(a) -> int:
         from tsbn_nb.sweep import run_report
         run_report(a.results_dir, allow_mixed=a.allow_mixed, n_boot=a.n_boot)
     elif a.cmd == 'train-final':
-        from tsbn_nb.predict import train_final
+        from tsbn_nb.model import train_final
         out = train_final(a.data, a.algorithm, a.profile, a.out, results=a.results, kind=a.kind, cache_dir=a.cache_dir,
                           skip_bad=a.skip_bad, overwrite=a.overwrite, **_overrides(a.params))
         print(f'model written to {out} (model.pt, model.json, MODEL_CARD.md)')

@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #c1471c70
 from __future__ import annotations
-import dataclasses, json, os, random, subprocess, tempfile, hashlib
-from dataclasses import dataclass, field, asdict, fields
+import dataclasses, json, math, os, random, subprocess, sys, tempfile, time, hashlib
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Any
 import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILES', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'did_you_mean', 'get_config', 'complete_config',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'seed_everything', 'pick_device',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'Progress', 'seed_everything', 'pick_device',
            'git_commit', 'hash_strings', 'project_dir', 'default_data_dir', 'default_results_dir']
 
 # %% ../nbs/00_core.ipynb #8aadbeab
@@ -33,7 +33,7 @@ class Config:
     group_by_patient: bool = True  # no patient in two folds (False: image-level split)
     val_fraction: float = 0.0    # optional validation split carved from the training folds only
     augment: bool = True         # flips and small intensity changes on training images
-    mask_outside: bool = False   # set what is not near the breast (film labels) to the background (01_dicom; paper, cpu: on)
+    mask_outside: bool = False   # set what is not near the breast (film labels) to the background (01b_preprocess; paper, cpu: on)
     # networks
     backbone: str = 'resnet50'   # downstream classifier: resnet18 | resnet34 | resnet50
     pretrained: str = 'imagenet1k_v1'  # initial ResNet weights: imagenet1k_v1 | imagenet1k_v2 (torchvision's ImageNet sets: torch
@@ -218,6 +218,36 @@ def _json_default(o):
 def atomic_write_json(path, obj) -> Path:
     "Write `obj` as indented JSON to `path` atomically (numpy scalars and arrays allowed)."
     return atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + '\n')
+
+# %% ../nbs/00_core.ipynb #b823b66c
+def _is_tty(stream=None) -> bool:
+    try: return (stream or sys.stderr).isatty()
+    except (AttributeError, ValueError): return False
+
+class Progress:
+    "Counts finished images: a tqdm bar on a terminal; elsewhere (a log file, SLURM, CI, papermill) a start line and one line per quarter."
+    def __init__(self, n:int, show:bool, desc:str='preprocessing mammograms', stream=None, tty:bool|None=None, steps:int=4):
+        self.n, self.done, self.desc, self.t0 = n, 0, desc, time.perf_counter()
+        self.stream = stream or sys.stderr                      # looked up now: pytest and papermill replace it
+        tty = _is_tty(self.stream) if tty is None else tty
+        if show and tty:
+            from tqdm import tqdm                                   # imported here: `tsbn --help` stays light
+            self.bar = tqdm(total=n, desc=desc, unit='img', file=self.stream)
+        else: self.bar = None
+        self.marks = sorted({math.ceil(n * k / steps) for k in range(1, steps + 1)}) if show and not tty else []
+        if self.marks: self._say(f"{desc}: {n} image{'s' * (n != 1)}")
+    def _say(self, line:str):
+        try: print(line, file=self.stream, flush=True)
+        except (OSError, ValueError): self.marks = []          # a closed log: stop talking, keep working
+    def update(self):
+        self.done += 1
+        if self.bar is not None: self.bar.update()
+        elif self.marks and self.done >= self.marks[0]:
+            while self.marks and self.done >= self.marks[0]: self.marks.pop(0)
+            self._say(f"{self.desc}: {self.done}/{self.n} ({100 * self.done // max(self.n, 1)}%), "
+                      f"{time.perf_counter() - self.t0:.1f} s")
+    def close(self):
+        if self.bar is not None: self.bar.close()
 
 # %% ../nbs/00_core.ipynb #231bbce1
 def seed_everything(seed:int):

@@ -559,7 +559,8 @@ def global_features(paths # image files (DICOM, PNG, ...) in dataset order
                    ) -> pd.DataFrame:
     "Per image: mean, std, p1, p50, p99 of the breast's grey levels (as read, in [0, 1]), breast area, DICOM window/rescale tags."
     import pydicom
-    from tsbn_nb.dicom import read_mammogram, segment_breast
+    from tsbn_nb.dicom import read_mammogram
+    from tsbn_nb.preprocess import segment_breast
     rows = []
     for p in map(str, paths):
         img, meta = read_mammogram(p)

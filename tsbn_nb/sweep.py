@@ -287,7 +287,8 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
               dask_wait:float=60, # Dask: seconds to wait for a first worker
              ) -> dict:
     "Run every missing (algorithm, fold, seed) with papermill, then the report; return a summary dict."
-    from tsbn_nb.datasets import prepare_data, get_folds
+    from tsbn_nb.prepare import prepare_data
+    from tsbn_nb.folds import get_folds
     from tsbn_nb.core import default_results_dir
     out_dir = Path(out_dir or default_results_dir(profile)).resolve()
     specs = plan(profile, data, out_dir, algorithms, folds, seeds, overrides, kind, cache_dir, skip_bad)

@@ -13,7 +13,7 @@ from .registry import ALGORITHMS
 from .record import RunRecord
 
 # %% auto #0
-__all__ = ['write_fake_runs', 'toy_lesion_images', 'cam_peak', 'train_toy']
+__all__ = ['write_fake_runs', 'toy_lesion_images', 'cam_peak', 'train_toy', 'synth_mammogram', 'warned', 'fake_inbreast']
 
 # %% ../nbs/13_testing.ipynb #43991ead
 def write_fake_runs(results_dir, # folder that receives runs/<algorithm>/fold<k>[-seed<s>].json
@@ -98,3 +98,43 @@ def train_toy(steps=24, batch=4, size=128, seed=0):
     with torch.no_grad():
         for s in range(4): m(torch.from_numpy(toy_lesion_images(16, size, size, seed=seed * 1000 + 500 + s)[0]))
     return m.eval()
+
+# %% ../nbs/13_testing.ipynb #9cc6f1bc
+def synth_mammogram(h:int=120, w:int=90, # image size
+                    r:int=40,            # breast radius in pixels
+                    side:str='right'     # chest-wall side: 'right' or 'left'
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    "Synthetic (h,w) float32 mammogram in [0,1] and its true breast mask (a half disc on `side`)."
+    yy, xx = np.mgrid[:h, :w]
+    cx = w - 1 if side == 'right' else 0
+    breast = (yy - h / 2) ** 2 + (xx - cx) ** 2 <= r ** 2
+    img = np.where(breast, 0.45, 0.02).astype(np.float32)
+    img[(yy - h / 2) ** 2 + (xx - cx) ** 2 <= (r / 2) ** 2] = 0.8    # dense tissue near the chest wall
+    img[(yy - h / 2 + 12) ** 2 + (xx - (cx - 30 if side == 'right' else 30)) ** 2 <= 9] = 0.01   # a lucent hole
+    img[3:9, 3:7] = 0.95                                                       # marker letter
+    return img, breast
+
+def warned(f) -> tuple:
+    "Run `f()`; return (its result, the messages of the warnings it raised)."
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        r = f()
+    return r, [str(x.message) for x in w]
+
+# %% ../nbs/13_testing.ipynb #430165fa
+def fake_inbreast(root,                 # folder to create (AllDICOMs/ and INbreast.csv inside)
+                  rows,                 # [(image_id, patient or None (no file), laterality, view, BI-RADS)]
+                  fmt:str='csv',        # 'csv' writes INbreast.csv; anything else writes no table
+                  extra_files=(),       # other file names to put in AllDICOMs/
+                  trailing:str=';;'      # what ends each table line (INbreast.csv has two empty columns)
+                 ) -> Path:
+    "An INbreast-like folder: INbreast.csv and placeholder (not decodable) DICOM files named as INbreast names them."
+    root = Path(root); (root/'AllDICOMs').mkdir(parents=True, exist_ok=True)
+    lines = ['Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads' + trailing]
+    for i, (iid, pat, lat, view, b) in enumerate(rows):
+        lines.append(f"removed;removed;{lat};{view};201001;{iid}; {'' if i % 3 else 2} ;{b}" + trailing)
+        fv = 'ML' if view == 'MLO' else view
+        if pat is not None: (root/'AllDICOMs'/f'{iid}_{pat}_MG_{lat}_{fv}_ANON.dcm').write_bytes(b'x' * (100 + i))
+    for name in extra_files: (root/'AllDICOMs'/name).write_bytes(b'y')
+    if fmt == 'csv': (root/'INbreast.csv').write_text('\n'.join(lines) + '\n\n')
+    return root

@@ -4,10 +4,10 @@
 
 # %% ../nbs/07_train.ipynb #20c4f3be
 from __future__ import annotations
-import io, json, math, os, sys, time, platform, datetime, warnings
+import io, math, os, sys, time, platform, datetime, warnings
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes,
-                          atomic_write_json, git_commit)
+                          git_commit)
 from .nets import build_classifier, build_encdec
-from .registry import ALGORITHMS, config_diff, get_algorithm
+from .registry import config_diff, get_algorithm
 from .record import RunRecord
 from .losses import weighted_bce, restoration_mse, ProjectionHead
 from .bichannel import BiChannelNet, build_bichannel
@@ -432,7 +432,7 @@ class FoldSplit:
 
     def datasets(self, images, labels, cfg:Config) -> tuple:
         "(train, validation or None, test) `MammoDataset`s; only the training one augments."
-        from tsbn_nb.datasets import MammoDataset
+        from tsbn_nb.prepare import MammoDataset
         mk = lambda idx, aug: MammoDataset(images, labels, indices=idx, augment=aug, seed=cfg.seed)
         return mk(self.train, cfg.augment), (mk(self.val, False) if len(self.val) else None), mk(self.test, False)
 
@@ -546,7 +546,8 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
 def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, skip_bad, progress, save_model, cfg,
               rec_path, ckpt_dir, t_start, dedupe=False) -> dict:
     "The body of `run_fold`, once its guards hold: data, then the five steps below, then cleaning up."
-    from tsbn_nb.datasets import prepare_data, get_folds
+    from tsbn_nb.prepare import prepare_data
+    from tsbn_nb.folds import get_folds
     import shutil
     df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, progress=progress, dedupe=dedupe)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed,

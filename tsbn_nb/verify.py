@@ -4,8 +4,7 @@
 
 # %% ../nbs/09b_verify.ipynb #e3a7fc17
 from __future__ import annotations
-import json, math
-from pathlib import Path
+import math
 import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
