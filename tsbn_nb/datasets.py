@@ -15,7 +15,7 @@ from .cache import HASH_STORE, file_hashes
 # %% auto #0
 __all__ = ['BIRADS_VALUES', 'BIRADS_MAPS', 'COLUMNS', 'PHANTOM_MARKER', 'normalize_birads', 'resolve_birads_map',
            'parse_inbreast_filename', 'index_dicoms', 'read_inbreast_table', 'find_inbreast_table', 'data_fingerprint',
-           'check_classes', 'load_inbreast', 'load_manifest', 'load_dataset']
+           'legacy_fingerprint', 'check_classes', 'load_inbreast', 'load_manifest', 'load_dataset']
 
 # %% ../nbs/02_datasets.ipynb #38059087
 BIRADS_VALUES = ('1', '2', '3', '4', '4a', '4b', '4c', '5', '6')  # normalised BI-RADS categories we accept
@@ -240,6 +240,12 @@ def data_fingerprint(df:pd.DataFrame, # a loaded dataset (columns `COLUMNS`)
     rows = sorted(zip(df.image_id.astype(str), hashes, df.label.astype(int), df.patient_id.astype(str),
                       df.laterality.astype(str) if 'laterality' in df else [''] * len(df)))
     return hash_strings(f"{i}:{h}:{lab}:{p}:{lat}" for i, h, lab, p, lat in rows)
+
+def legacy_fingerprint(df:pd.DataFrame) -> str:
+    "The fingerprint of records made before content hashes: sorted image ids with their file size (-1: missing) and label."
+    rows = [f"{r.image_id}:{os.path.getsize(r.path) if os.path.exists(r.path) else -1}:{int(r.label)}"
+            for r in df.sort_values('image_id', kind='stable').itertuples(index=False)]
+    return hash_strings(rows)
 
 def check_classes(df:pd.DataFrame, what:str='the dataset') -> pd.DataFrame:
     "Raise a TsbnError unless `df` has at least one benign and one malignant image; return `df`."

@@ -5,6 +5,7 @@
 # %% ../nbs/10_sweep.ipynb #217815cb
 from __future__ import annotations
 import json, os, signal, subprocess, sys, tempfile, threading, time
+from collections import Counter
 import pandas as pd
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from .record import RunRecord
 from .train import record_path, run_name, record_conflict, RunLock
 
 # %% auto #0
-__all__ = ['find_notebook', 'RunSpec', 'is_done', 'plan', 'execute_run', 'stop_running', 'recorded_walls', 'longest_first',
-           'plan_table', 'reproduce', 'write_probe', 'run_report']
+__all__ = ['find_notebook', 'RunSpec', 'record_state', 'is_done', 'plan', 'execute_run', 'stop_running', 'recorded_walls',
+           'longest_first', 'plan_table', 'reproduce', 'write_probe', 'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -62,15 +63,24 @@ class RunSpec:
                     force=self.force, dedupe=self.dedupe, overrides=dict(self.overrides))
 
 # %% ../nbs/10_sweep.ipynb #e84ab408
+def record_state(spec:RunSpec, fingerprint:str|None=None, # the data's fingerprint (None: not compared)
+                 legacy:str|None=None, # the data's `legacy_fingerprint`, to recognise records made before content hashes
+                ) -> str:
+    "'missing', 'done', or 'stale: <why>' for the record of `spec` (a stale run is redone)."
+    p = spec.record
+    if not p.exists(): return 'missing'
+    try: rec = RunRecord.read(p)
+    except TsbnError: return 'stale: unreadable record'        # damaged or foreign
+    if diff := config_diff(rec.config, spec.config()): return f"stale: other settings ({', '.join(diff)})"
+    if fingerprint and rec.data_fingerprint != fingerprint:
+        if legacy and rec.data_fingerprint == legacy:
+            return 'stale: older data fingerprint (ids, sizes, labels match; bytes never hashed)'
+        return 'stale: other data'
+    return 'done'
+
 def is_done(spec:RunSpec, fingerprint:str|None=None) -> bool:
     "Whether `spec`'s record exists, is readable and was made with the same config (and data fingerprint)."
-    p = spec.record
-    if not p.exists(): return False
-    try: rec = RunRecord.read(p)
-    except TsbnError: return False                      # damaged or foreign: the run is redone
-    if config_diff(rec.config, spec.config()): return False
-    if fingerprint and rec.data_fingerprint != fingerprint: return False
-    return True
+    return record_state(spec, fingerprint) == 'done'
 
 def plan(profile:str, data, out_dir, algorithms=ALGORITHMS, folds=None, seeds=(0,), overrides=None,
          kind='auto', cache_dir=None, skip_bad=False) -> list[RunSpec]:
@@ -207,13 +217,15 @@ def longest_first(specs:list, # runs to submit
 def plan_table(specs:list, # from `plan`
                fingerprint:str|None=None, # the data's fingerprint (stale records are redone)
                reference=None, # a results folder whose records' wall times estimate the runs (same profile)
+               legacy:str|None=None, # the data's `legacy_fingerprint` (names the reason of old records)
               ) -> pd.DataFrame:
     "One row per run: its state (done / to run / resume from a checkpoint / stale), record path and estimated wall time."
     walls = recorded_walls(reference, specs[0].profile if specs else None)
     rows = []
     for s in specs:
         ck = s.record.with_suffix('.ckpt') / 'last.pt'
-        state = ('done' if is_done(s, fingerprint) and not s.force else 'stale (data or settings changed)' if s.record.exists()
+        st = record_state(s, fingerprint, legacy)
+        state = ('to run again (--force)' if s.force and st != 'missing' else st if st != 'missing'
                  else 'resume from its checkpoint' if ck.exists() else 'to run')
         est = walls.get(s.algorithm, float('nan'))
         rows.append(dict(run=s.name, state=state, record=str(s.record), est_s=est if state != 'done' else 0.0))
@@ -228,11 +240,13 @@ def _refuse_clashes(specs, profile, overrides, out_dir, force):
         raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
                         f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
 
-def _show_plan(specs, fp, profile, out_dir, workers, log) -> dict:
+def _show_plan(specs, df, profile, out_dir, workers, log) -> dict:
     "`--dry-run`: the plan table, the counts and an estimated wall time from recorded wall times; train nothing."
     from tsbn_nb.core import default_results_dir
     ref = default_results_dir(profile)
-    t = plan_table(specs, fp, ref if ref.resolve() != out_dir else out_dir)
+    from tsbn_nb.datasets import legacy_fingerprint
+    t = plan_table(specs, df.attrs.get('fingerprint'), ref if ref.resolve() != out_dir else out_dir,
+                   legacy=legacy_fingerprint(df) if any(s.record.exists() for s in specs) else None)
     log(t[['run', 'state', 'record']].to_string(index=False))
     left = t[t.state != 'done']
     est = left.est_s.sum() / max(1, int(workers))
@@ -307,16 +321,18 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
         folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
         fp = df.attrs.get('fingerprint')
-        if dry_run: return _show_plan(specs, fp, profile, out_dir, workers, log)
+        if dry_run: return _show_plan(specs, df, profile, out_dir, workers, log)
         if report: write_probe(df, folds, out_dir, log=log)
         if any(not s.record.exists() for s in specs):      # fetch ImageNet weights once, here, not per run
             from tsbn_nb.nets import prepare_weights
             log(prepare_weights(cfg, log=log).describe())
-        todo = specs if force else [s for s in specs if not is_done(s, fp)]
+        states = {s.name: record_state(s, fp) for s in specs}
+        todo = specs if force else [s for s in specs if states[s.name] != 'done']
         todo = longest_first(todo, recorded_walls([out_dir, default_results_dir(profile)], profile))   # shortest tail
-        stale = sum(s.record.exists() for s in todo) if not force else 0
+        why = Counter(states[s.name][len('stale: '):] for s in todo if states[s.name].startswith('stale') and not force)
         log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
-            + (f", {stale} of them stale: their data changed" if stale else '') + f"), profile {profile}, data {data}, results in {out_dir}")
+            + (f", {sum(why.values())} of them stale: " + ', '.join(f"{n} {w}" for w, n in why.items()) if why else '')
+            + f"), profile {profile}, data {data}, results in {out_dir}")
         results = _run_all(todo, client, workers, needs_gpu, retries, log)
         failed = [r for r in results if not r['ok'] and not r.get('skipped')]
         missing = [s.name for s in specs if not s.record.exists()]
