@@ -241,6 +241,50 @@ def _gone(cache_dir) -> TsbnError:
     return TsbnError(f"the cache folder {cache_dir} (or the entry being built in it) was deleted while the images were "
                      "being preprocessed; nothing was cached: run again")
 
+def _decode_all(tmp:Path, paths, lats, params, workers, progress) -> tuple:
+    "Fill `tmp/images.npy` with the readable files (in order); (ok mask, metas, failures, hashes seen, rows filled, warnings)."
+    n = len(paths)
+    arr = np.lib.format.open_memmap(tmp/'images.npy', mode='w+', dtype=np.float16, shape=(n, params.height, params.width))
+    ok, metas, failed, seen, notes, j = np.zeros(n, bool), [], [], [None] * n, {}, 0
+    jobs = [(p, lat, params.to_dict(), True) for p, lat in zip(paths, lats)]
+    for i, (img, meta, err, h, warns) in enumerate(_run_jobs(jobs, workers, progress)):
+        seen[i] = h
+        for w in warns:                             # one warning per distinct message, with its first file
+            msg = w.replace(f"{paths[i]}: ", '', 1); notes.setdefault(msg, [paths[i], 0])[1] += 1
+        if err is not None: failed.append((paths[i], err)); continue
+        arr[j] = img; j += 1; ok[i] = True; metas.append(meta)
+    arr.flush(); del arr
+    return ok, metas, failed, seen, j, notes
+
+def _check_unchanged(paths, hashes, seen, sigs):
+    "A known hash must be that of the bytes decoded; a new one must come from a file that did not change meanwhile."
+    changed = [p for p, h, s, sig in zip(paths, hashes, seen, sigs)
+               if ((s != h) if h is not None else (s is not None and file_signature(p) != sig))]
+    if changed:
+        raise TsbnError(f"{len(changed)} file(s) changed while the cache was being built: {', '.join(changed[:5])}"
+                        + (' ...' if len(changed) > 5 else '') + ". Nothing was cached: run again once the data "
+                        "are no longer being written.")
+
+def _keep_rows(tmp:Path, j:int):
+    "Cut `tmp/images.npy` to its first `j` rows (the files that could be read)."
+    full = np.load(tmp/'images.npy', mmap_mode='r')
+    part = np.lib.format.open_memmap(tmp/'part.npy', mode='w+', dtype=np.float16, shape=(j,) + full.shape[1:])
+    part[:] = full[:j]; part.flush(); del part, full
+    os.replace(tmp/'part.npy', tmp/'images.npy')
+
+def _publish(tmp:Path, final:Path, cache_dir:Path, params, replace:bool) -> Path:
+    "Check the complete entry in `tmp` and rename it to `final` (swapping out an old one when `replace`)."
+    try: _load_entry(tmp, params)                  # complete? (a deleted folder is not)
+    except _Damaged: raise _gone(cache_dir) from None
+    if replace and final.exists():                 # swap out a damaged entry, or one whose failures now read
+        old = cache_dir / f'.old-{final.name}-{uuid.uuid4().hex[:8]}'
+        os.rename(final, old); shutil.rmtree(old, ignore_errors=True)
+    try: os.rename(tmp, final)
+    except FileNotFoundError: raise _gone(cache_dir) from None
+    except OSError:
+        if not (final/'index.json').exists(): raise  # else another process published the same entry first
+    return final
+
 def _build_entry(paths, lats, hashes, params, cache_dir:Path, workers, progress, store, replace:bool) -> Path:
     "Decode, preprocess and hash every file into a temporary folder, name it by the content hashes, publish it; its path."
     n, t0, t0_ns = len(paths), time.time(), time.time_ns()
@@ -249,25 +293,10 @@ def _build_entry(paths, lats, hashes, params, cache_dir:Path, workers, progress,
     tmp = Path(tempfile.mkdtemp(prefix='.tmp-build-', dir=cache_dir))
     try:
         (tmp/'owner.json').write_text(json.dumps(dict(host=socket.gethostname(), pid=os.getpid(), started=t0)))
-        arr = np.lib.format.open_memmap(tmp/'images.npy', mode='w+', dtype=np.float16, shape=(n, params.height, params.width))
-        ok, metas, failed, seen, notes, j = np.zeros(n, bool), [], [], [None] * n, {}, 0
-        jobs = [(p, lat, params.to_dict(), True) for p, lat in zip(paths, lats)]
-        for i, (img, meta, err, h, warns) in enumerate(_run_jobs(jobs, workers, progress)):
-            seen[i] = h
-            for w in warns:                             # one warning per distinct message, with its first file
-                msg = w.replace(f"{paths[i]}: ", '', 1); notes.setdefault(msg, [paths[i], 0])[1] += 1
-            if err is not None: failed.append((paths[i], err)); continue
-            arr[j] = img; j += 1; ok[i] = True; metas.append(meta)
-        arr.flush(); del arr
+        ok, metas, failed, seen, j, notes = _decode_all(tmp, paths, lats, params, workers, progress)
         for msg, (p, k) in notes.items():
             warnings.warn(f"{p}: {msg}" + (f" (and {k - 1} other file{'s' * (k > 2)})" if k > 1 else ''), stacklevel=3)
-        # a known hash must be that of the bytes decoded; a new one must come from a file that did not change meanwhile
-        changed = [p for p, h, s, sig in zip(paths, hashes, seen, sigs)
-                   if ((s != h) if h is not None else (s is not None and file_signature(p) != sig))]
-        if changed:
-            raise TsbnError(f"{len(changed)} file(s) changed while the cache was being built: {', '.join(changed[:5])}"
-                            + (' ...' if len(changed) > 5 else '') + ". Nothing was cached: run again once the data "
-                            "are no longer being written.")
+        _check_unchanged(paths, hashes, seen, sigs)
         _remember(store, [sig if h is None else None for sig, h in zip(sigs, hashes)], seen, t0_ns)
         hashes = [h if h is not None else s for h, s in zip(hashes, seen)]
         final = cache_dir / cache_key(paths, lats, params, hashes)
@@ -280,26 +309,13 @@ def _build_entry(paths, lats, hashes, params, cache_dir:Path, workers, progress,
             except _Damaged: pass
             replace = True
         if not (tmp/'images.npy').is_file(): raise _gone(cache_dir)
-        if j < n:                                      # keep only the rows that were filled
-            full = np.load(tmp/'images.npy', mmap_mode='r')
-            part = np.lib.format.open_memmap(tmp/'part.npy', mode='w+', dtype=np.float16, shape=(j,) + full.shape[1:])
-            part[:] = full[:j]; part.flush(); del part, full
-            os.replace(tmp/'part.npy', tmp/'images.npy')
+        if j < n: _keep_rows(tmp, j)
         atomic_write_json(tmp/'index.json', dict(
             version=CACHE_VERSION, key=final.name, params=params.to_dict(), all_paths=list(paths),
             lateralities=list(lats), hashes=hashes, ok=ok.tolist(),
             paths=[p for p, k in zip(paths, ok) if k], failed=failed, meta=metas,
             shape=[j, params.height, params.width], dtype='float16', build_seconds=round(time.time() - t0, 2)))
-        try: _load_entry(tmp, params)                  # complete? (a deleted folder is not)
-        except _Damaged: raise _gone(cache_dir) from None
-        if replace and final.exists():                 # swap out a damaged entry, or one whose failures now read
-            old = cache_dir / f'.old-{final.name}-{uuid.uuid4().hex[:8]}'
-            os.rename(final, old); shutil.rmtree(old, ignore_errors=True)
-        try: os.rename(tmp, final)
-        except FileNotFoundError: raise _gone(cache_dir) from None
-        except OSError:
-            if not (final/'index.json').exists(): raise  # else another process published the same entry first
-        return final
+        return _publish(tmp, final, cache_dir, params, replace)
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
 
@@ -328,16 +344,8 @@ def prune_cache(cache_dir,                                  # a folder of cache 
             shutil.rmtree(old, ignore_errors=True); removed.append(name)
     return removed
 
-def build_cache(paths,                   # image files (DICOM, PNG, ...), in the order wanted
-                lateralities,            # 'L' | 'R' | None per path (None: from the DICOM / the image); or None
-                params:PreprocParams,    # preprocessing parameters
-                cache_dir,               # folder holding the cache entries
-                skip_bad:bool=False,     # leave out unreadable files with a warning instead of raising
-                workers:int|None=None,   # worker processes; None: min(2, cpu_count); <= 1: this process
-                progress:bool|None=True, # shown (a bar on a terminal, else 5 log lines on stderr); False: silent
-                hashes=None,             # content hash per path, None where unknown (e.g. `load_dataset`'s); None: the store's
-               ) -> ImageCache:
-    "Preprocessed images of `paths`, from `cache_dir` when present, else decoded once and stored there."
+def _check_inputs(paths, lateralities, params) -> tuple[list, list]:
+    "Paths as strings and lateralities as 'L' | 'R' | None, one per path; a TsbnError naming what is wrong."
     paths = [os.fspath(p) for p in paths]
     if not paths: raise TsbnError("build_cache got no image files: check the metadata and the data folder")
     if lateralities is None: lateralities = [None] * len(paths)
@@ -348,6 +356,32 @@ def build_cache(paths,                   # image files (DICOM, PNG, ...), in the
     bad = sorted({l for l in lats if l not in (None, 'L', 'R')})
     if bad: raise TsbnError(f"laterality values {bad} are not 'L' or 'R': fix the metadata (empty means unknown)")
     if not isinstance(params, PreprocParams): raise TsbnError("params must be a PreprocParams")
+    return paths, lats
+
+def _try_reuse(final:Path, params, paths, lats) -> tuple:
+    "(the entry at `final` if it can be reused, else None; whether a rebuild must replace it)."
+    if not final.exists(): return None, False
+    try: cache = _load_entry(final, params)
+    except _Damaged as e:
+        warnings.warn(f"{e}: rebuilding it", stacklevel=3); return None, True
+    retry = [(p, lat, params.to_dict()) for p, lat, k in zip(paths, lats, cache.ok) if not k]
+    if any(_cache_one(job)[2] is None for job in retry): return None, True   # a failed file reads now
+    cache.reused = True
+    try: os.utime(final)                   # "used now", for prune_cache
+    except OSError: pass
+    return cache, False
+
+def build_cache(paths,                   # image files (DICOM, PNG, ...), in the order wanted
+                lateralities,            # 'L' | 'R' | None per path (None: from the DICOM / the image); or None
+                params:PreprocParams,    # preprocessing parameters
+                cache_dir,               # folder holding the cache entries
+                skip_bad:bool=False,     # leave out unreadable files with a warning instead of raising
+                workers:int|None=None,   # worker processes; None: min(2, cpu_count); <= 1: this process
+                progress:bool|None=True, # shown (a bar on a terminal, else 5 log lines on stderr); False: silent
+                hashes=None,             # content hash per path, None where unknown (e.g. `load_dataset`'s); None: the store's
+               ) -> ImageCache:
+    "Preprocessed images of `paths`, from `cache_dir` when present, else decoded once and stored there."
+    paths, lats = _check_inputs(paths, lateralities, params)
     cache_dir = Path(cache_dir); cache_dir.mkdir(parents=True, exist_ok=True)
     store = cache_dir/HASH_STORE
     if hashes is None: hashes = file_hashes(paths, store, read=False)
@@ -359,17 +393,7 @@ def build_cache(paths,                   # image files (DICOM, PNG, ...), in the
         unknown = []
     cache, replace = None, False
     if not unknown:                                                # every file known: so is the entry's name
-        final = cache_dir / cache_key(paths, lats, params, hashes)
-        if final.exists():
-            try: cache = _load_entry(final, params)
-            except _Damaged as e: warnings.warn(f"{e}: rebuilding it", stacklevel=2); replace = True
-        if cache is not None:
-            retry = [(p, lat, params.to_dict()) for p, lat, k in zip(paths, lats, cache.ok) if not k]
-            if any(_cache_one(job)[2] is None for job in retry): cache, replace = None, True
-            else:
-                cache.reused = True
-                try: os.utime(final)                   # "used now", for prune_cache
-                except OSError: pass
+        cache, replace = _try_reuse(cache_dir / cache_key(paths, lats, params, hashes), params, paths, lats)
     if cache is None:                       # decode everything; the workers hash each file as they read it
         final = _build_entry(paths, lats, hashes, params, cache_dir, workers, progress, store, replace)
         try: cache = _load_entry(final, params)
