@@ -174,3 +174,10 @@ if __name__ == '__main__':
         res = measure(sys.argv[1:] or None)
         (ROOT / 'bench' / 'gpu_memory.json').write_text(json.dumps(res, indent=1) + '\n')
     print('\n'.join(table(res)))
+    # the per-algorithm peaks `tsbn reproduce --dry-run` shows for GPU runs of the paper profile (GB = 1e9 bytes)
+    peaks = {algo: {f'{amp}_micro{k}': round(peak(dict(rec, algo=algo), amp, k) / 1e9, 2) for amp in ('fp32', 'bf16')
+                    for k in (1, 2, 3, 4)} for algo, rec in res.items()}
+    (ROOT / 'bench' / 'gpu_peaks.json').write_text(json.dumps(dict(
+        what='estimated peak GPU memory (GB) per algorithm, paper profile, batch 4, by precision and TSBN pretext '
+             'micro-batch; made by bench/gpu_memory.py from activation costs measured on the CPU, not on a GPU',
+        batch=B, peaks=peaks), indent=1) + '\n')

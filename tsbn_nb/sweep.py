@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from tqdm.auto import tqdm
 
-from .core import TsbnError, get_config, atomic_write_json, hash_strings
+from .core import TsbnError, get_config, atomic_write_json, hash_strings, pick_device
 from .registry import ALGORITHMS, config_diff
 from .record import RunRecord
 from .train import record_path, run_name, record_conflict, RunLock
 
 # %% auto #0
 __all__ = ['find_notebook', 'RunSpec', 'record_state', 'is_done', 'plan', 'execute_run', 'stop_running', 'recorded_walls',
-           'longest_first', 'plan_table', 'reproduce', 'write_probe', 'run_report']
+           'bench_peaks', 'longest_first', 'plan_table', 'reproduce', 'write_probe', 'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -207,6 +207,27 @@ def recorded_walls(folders, # results folder(s) to read run records from (missin
         if walls: break                                  # the first folder with records of this profile decides
     return {a: statistics.median(v) for a, v in walls.items()}
 
+def bench_peaks(cfg, # the runs' `Config` (precision and TSBN micro-batch matter on a GPU)
+                profile:str, # the profile the numbers must come from
+                on_gpu:bool, # GPU runs: the estimates of `bench/gpu_memory.py`; CPU runs: `bench/run.py`'s measurements
+                root=None, # the checkout holding bench/ (default: `project_dir()`)
+               ) -> tuple[dict, str]:
+    "({algorithm: peak memory in GB}, where the numbers come from) from the committed bench files; ({}, '') without them."
+    from tsbn_nb.core import project_dir
+    bench = Path(root or project_dir()) / 'bench'
+    try:
+        if on_gpu:
+            if profile != 'paper': return {}, ''
+            d = json.loads((bench / 'gpu_peaks.json').read_text())
+            amp = 'fp32' if cfg.amp == 'none' else 'bf16'                   # 'auto' is bf16 on the GPUs that have it
+            k = min(int(cfg.pretext_micro_batch or d['batch']), d['batch'])
+            return ({a: v[f'{amp}_micro{k}'] for a, v in d['peaks'].items()},
+                    f"estimated peak GPU memory ({amp}, TSBN pretext micro-batch {k}) from {bench / 'gpu_peaks.json'}")
+        rows = json.loads((bench / 'results.json').read_text())['rows'].get('memory', [])
+    except (OSError, ValueError, KeyError): return {}, ''
+    peaks = {r['algo']: round(r['peak_gb'], 2) for r in rows if r.get('profile') == profile and r.get('peak_gb')}
+    return (peaks, f"peak resident memory measured on the CPU by bench/run.py ({bench / 'results.json'})") if peaks else ({}, '')
+
 def longest_first(specs:list, # runs to submit
                   walls:dict, # expected wall time per algorithm (`recorded_walls`)
                  ) -> list:
@@ -218,8 +239,9 @@ def plan_table(specs:list, # from `plan`
                fingerprint:str|None=None, # the data's fingerprint (stale records are redone)
                reference=None, # a results folder whose records' wall times estimate the runs (same profile)
                legacy:str|None=None, # the data's `legacy_fingerprint` (names the reason of old records)
+               peaks:dict|None=None, # {algorithm: peak memory in GB} (`bench_peaks`)
               ) -> pd.DataFrame:
-    "One row per run: its state (done / to run / resume from a checkpoint / stale), record path and estimated wall time."
+    "One row per run: its state (done / to run / resume from a checkpoint / stale), record path, estimated wall time and peak memory."
     walls = recorded_walls(reference, specs[0].profile if specs else None)
     rows = []
     for s in specs:
@@ -228,7 +250,8 @@ def plan_table(specs:list, # from `plan`
         state = ('to run again (--force)' if s.force and st != 'missing' else st if st != 'missing'
                  else 'resume from its checkpoint' if ck.exists() else 'to run')
         est = walls.get(s.algorithm, float('nan'))
-        rows.append(dict(run=s.name, state=state, record=str(s.record), est_s=est if state != 'done' else 0.0))
+        rows.append(dict(run=s.name, state=state, record=str(s.record), est_s=est if state != 'done' else 0.0,
+                         peak_gb=(peaks or {}).get(s.algorithm, float('nan'))))
     return pd.DataFrame(rows)
 
 def _refuse_clashes(specs, profile, overrides, out_dir, force):
@@ -240,14 +263,19 @@ def _refuse_clashes(specs, profile, overrides, out_dir, force):
         raise TsbnError(f"{len(clash)} finished run(s) in {out_dir} were made with other settings ({', '.join(keys)}), "
                         f"e.g. {next(iter(clash))}: pass --force to replace them, or choose another --out")
 
-def _show_plan(specs, df, profile, out_dir, workers, log) -> dict:
+def _show_plan(specs, df, cfg, profile, out_dir, workers, on_gpu, log) -> dict:
     "`--dry-run`: the plan table, the counts and an estimated wall time from recorded wall times; train nothing."
     from tsbn_nb.core import default_results_dir
     ref = default_results_dir(profile)
     from tsbn_nb.datasets import legacy_fingerprint
+    peaks, source = bench_peaks(cfg, profile, on_gpu)
     t = plan_table(specs, df.attrs.get('fingerprint'), ref if ref.resolve() != out_dir else out_dir,
-                   legacy=legacy_fingerprint(df) if any(s.record.exists() for s in specs) else None)
-    log(t[['run', 'state', 'record']].to_string(index=False))
+                   legacy=legacy_fingerprint(df) if any(s.record.exists() for s in specs) else None, peaks=peaks)
+    show = t.assign(est=t.est_s.map(lambda v: '-' if v != v else _fmt_s(v)),
+                    peak=t.peak_gb.map(lambda v: '-' if v != v else f'{v:.1f} GB'))
+    log(show[['run', 'state', 'est', 'peak', 'record']].to_string(index=False))
+    log(f"peak: {source}" if source else f"peak: no bench numbers of the {profile} profile on this kind of device "
+        "(`make bench`; `python bench/gpu_memory.py` for GPUs)")
     left = t[t.state != 'done']
     est = left.est_s.sum() / max(1, int(workers))
     log(f"{len(t)} runs: {len(t) - len(left)} done, {len(left)} to run" + (
@@ -321,7 +349,11 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
         folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
         fp = df.attrs.get('fingerprint')
-        if dry_run: return _show_plan(specs, df, profile, out_dir, workers, log)
+        if dry_run:
+            try: here = pick_device(cfg.device).type == 'cuda'
+            except TsbnError: here = True                     # CUDA asked for, absent here: the runs want a GPU
+            on_gpu = _needs_gpu(cfg, profile) if scheduler is not None or scheduler_file is not None else here
+            return _show_plan(specs, df, cfg, profile, out_dir, workers, on_gpu, log)
         if report: write_probe(df, folds, out_dir, log=log)
         if any(not s.record.exists() for s in specs):      # fetch ImageNet weights once, here, not per run
             from tsbn_nb.nets import prepare_weights
