@@ -288,6 +288,29 @@ def _drop_duplicates(df:pd.DataFrame, # rows in file order with columns path, la
     return df.drop(index=df.index[drop])
 
 # %% ../nbs/02_datasets.ipynb #30e5e482
+def _match_files(table:pd.DataFrame, data_dir:Path, table_path:Path, skip_bad:bool) -> tuple:
+    "The table joined with AllDICOMs/ by File Name: (joined rows, labelled rows without a file, files without a row)."
+    files = index_dicoms(data_dir/'AllDICOMs')
+    m = table.merge(files, on='image_id', how='left', suffixes=('_tab', ''))
+    unlisted = sorted(set(files.image_id) - set(table.image_id))
+    if unlisted:
+        warnings.warn(f"{len(unlisted)} DICOM file(s) in {data_dir/'AllDICOMs'} have no row in {table_path.name} and are "
+                      f"not used: File Name {', '.join(unlisted[:10])}" + (' ...' if len(unlisted) > 10 else ''))
+    missing = m[m.label.notna() & m.path.isna()]
+    if len(missing):
+        ids = ', '.join(missing.image_id[:10]) + (' ...' if len(missing) > 10 else '')
+        msg = (f"{len(missing)} image(s) listed in {table_path} have no DICOM in {data_dir/'AllDICOMs'}: File Name {ids} "
+               f"(rows {', '.join(map(str, missing.row[:10]))})")
+        if not skip_bad: raise TsbnError(msg + ". Complete AllDICOMs/, remove those rows, or pass skip_bad=True (--skip-bad) to drop them.")
+        warnings.warn(msg + ': skipped because skip_bad=True')
+    for col in ('laterality', 'view'):                 # the table against the file name
+        tab = m[col + '_tab'].map(_norm_lat if col == 'laterality' else _norm_view)
+        bad = m[m.path.notna() & (tab != '') & (tab != m[col])]
+        if len(bad):
+            warnings.warn(f"{table_path}: {col} disagrees with the DICOM file name for File Name "
+                          f"{', '.join(bad.image_id[:10])}; using the file name")
+    return m, missing, unlisted
+
 def load_inbreast(data_dir, # folder with INbreast.csv (or .xls) and AllDICOMs/
                   birads_map='paper', # mapping name (see BIRADS_MAPS) or {BI-RADS: 0 | 1 | None}
                   skip_bad:bool=False, # drop rows whose DICOM is missing (with a warning) instead of failing
@@ -306,27 +329,8 @@ def load_inbreast(data_dir, # folder with INbreast.csv (or .xls) and AllDICOMs/
     dup = table.image_id[table.image_id.duplicated()].unique()
     if len(dup): raise TsbnError(f"{table_path}: File Name {', '.join(dup[:10])} appears more than once; keep one row per image")
     table = _apply_birads(table, bmap, map_name, table_path)
-    files = index_dicoms(data_dir/'AllDICOMs')
-    m = table.merge(files, on='image_id', how='left', suffixes=('_tab', ''))
-    unlisted = sorted(set(files.image_id) - set(table.image_id))
-    if unlisted:
-        warnings.warn(f"{len(unlisted)} DICOM file(s) in {data_dir/'AllDICOMs'} have no row in {table_path.name} and are "
-                      f"not used: File Name {', '.join(unlisted[:10])}" + (' ...' if len(unlisted) > 10 else ''))
+    m, missing, unlisted = _match_files(table, data_dir, table_path, skip_bad)
     kept = m.label.notna()
-    missing = m[kept & m.path.isna()]
-    if len(missing):
-        ids = ', '.join(missing.image_id[:10]) + (' ...' if len(missing) > 10 else '')
-        msg = (f"{len(missing)} image(s) listed in {table_path} have no DICOM in {data_dir/'AllDICOMs'}: File Name {ids} "
-               f"(rows {', '.join(map(str, missing.row[:10]))})")
-        if not skip_bad: raise TsbnError(msg + ". Complete AllDICOMs/, remove those rows, or pass skip_bad=True (--skip-bad) to drop them.")
-        warnings.warn(msg + ': skipped because skip_bad=True')
-    # table vs file name
-    for col in ('laterality', 'view'):
-        tab = m[col + '_tab'].map(_norm_lat if col == 'laterality' else _norm_view)
-        bad = m[m.path.notna() & (tab != '') & (tab != m[col])]
-        if len(bad):
-            warnings.warn(f"{table_path}: {col} disagrees with the DICOM file name for File Name "
-                          f"{', '.join(bad.image_id[:10])}; using the file name")
     n_patients_total = m.patient_id.dropna().nunique()
     excl = m[~kept]
     used = m[kept & m.path.notna()].reset_index(drop=True)
@@ -348,6 +352,39 @@ def load_inbreast(data_dir, # folder with INbreast.csv (or .xls) and AllDICOMs/
 _LABELS = {'0': 0, '1': 1, '0.0': 0, '1.0': 1, 'benign': 0, 'malignant': 1}
 _NOT_MANIFEST = "give an INbreast folder, a folder with manifest.csv, or a .csv file"
 
+def _manifest_records(csv_path:Path, keys:list, rows) -> tuple[list, list, list]:
+    "(rows with a label and an existing file, 'line N: ...' for bad labels or paths, rows whose file is missing)."
+    recs, bad_label, missing = [], [], []
+    for line, cells in rows:
+        r = dict(zip(keys, cells))
+        lab = _LABELS.get(r['label'].strip().lower())
+        if lab is None: bad_label.append(f"line {line}: {r['label']!r}"); continue
+        p = Path(r['path'])
+        if not r['path']: bad_label.append(f"line {line}: empty path"); continue
+        p = p if p.is_absolute() else csv_path.parent / p
+        rec = dict(image_id=r.get('imageid', ''), path=os.path.abspath(p), birads='', label=lab,
+                   patient_id=r.get('patientid', ''), laterality=_norm_lat(r.get('laterality')),
+                   view=_norm_view(r.get('view')), acr='', _rel=r['path'], _line=line)
+        if not p.is_file(): missing.append(rec); continue
+        recs.append(rec)
+    return recs, bad_label, missing
+
+def _fill_ids(df:pd.DataFrame, csv_path:Path) -> pd.DataFrame:
+    "Empty image ids from the file names (or the listed paths when names repeat); empty patients one per image, said."
+    if len(df) and (df.image_id == '').any():
+        stems = df.path.map(lambda s: Path(s).stem)
+        auto = stems if not stems.duplicated().any() else df._rel
+        df['image_id'] = df.image_id.where(df.image_id != '', auto)
+    dup = df.image_id[df.image_id.duplicated()].unique()
+    if len(dup): raise TsbnError(f"manifest {csv_path}: image_id {', '.join(map(str, dup[:10]))} appears more than once")
+    if len(df) and (df.patient_id == '').any():
+        n = int((df.patient_id == '').sum())
+        warnings.warn(f"manifest {csv_path}: {n} image(s) have no patient_id; each is treated as its own patient, "
+                      "so folds are grouped per image and images of one patient may fall in different folds. "
+                      "Add a patient_id column to keep a patient's images together.")
+        df['patient_id'] = df.patient_id.where(df.patient_id != '', 'img:' + df.image_id.astype(str))
+    return df
+
 def load_manifest(csv_path, # CSV with columns path,label [,patient_id,laterality,view,image_id]
                   skip_bad:bool=False, # drop rows whose file is missing (with a warning) instead of failing
                   dedupe:bool=False, # keep the first of an image listed twice (same file or same bytes) instead of failing
@@ -362,19 +399,7 @@ def load_manifest(csv_path, # CSV with columns path,label [,patient_id,lateralit
     lack = [c for c in ('path', 'label') if c not in keys]
     if lack:
         raise TsbnError(f"manifest {csv_path} lacks column(s) {', '.join(lack)} (found: {', '.join(header) or 'none'}). {_LAYOUTS}")
-    recs, bad_label, missing = [], [], []
-    for line, cells in rows:
-        r = dict(zip(keys, cells))
-        lab = _LABELS.get(r['label'].strip().lower())
-        if lab is None: bad_label.append(f"line {line}: {r['label']!r}"); continue
-        p = Path(r['path'])
-        if not r['path']: bad_label.append(f"line {line}: empty path"); continue
-        p = p if p.is_absolute() else csv_path.parent / p
-        rec = dict(image_id=r.get('imageid', ''), path=os.path.abspath(p), birads='', label=lab,
-                   patient_id=r.get('patientid', ''), laterality=_norm_lat(r.get('laterality')),
-                   view=_norm_view(r.get('view')), acr='', _rel=r['path'], _line=line)
-        if not p.is_file(): missing.append(rec); continue
-        recs.append(rec)
+    recs, bad_label, missing = _manifest_records(csv_path, keys, rows)
     if bad_label:
         raise TsbnError(f"manifest {csv_path}: bad label or path on {len(bad_label)} row(s): {'; '.join(bad_label[:10])}. "
                         "A label must be 0 (benign), 1 (malignant), 'benign' or 'malignant'.")
@@ -387,18 +412,7 @@ def load_manifest(csv_path, # CSV with columns path,label [,patient_id,lateralit
     listed['content_hash'] = file_hashes(listed.path.tolist(), _hash_store(cache_dir, csv_path.parent), read=hash_files)
     df = _drop_duplicates(listed, lambda i: f"line {listed._line.iloc[i]} ({listed._rel.iloc[i]})",
                           f"manifest {csv_path}", dedupe).reset_index(drop=True)
-    if len(df) and (df.image_id == '').any():
-        stems = df.path.map(lambda s: Path(s).stem)
-        auto = stems if not stems.duplicated().any() else df._rel
-        df['image_id'] = df.image_id.where(df.image_id != '', auto)
-    dup = df.image_id[df.image_id.duplicated()].unique()
-    if len(dup): raise TsbnError(f"manifest {csv_path}: image_id {', '.join(map(str, dup[:10]))} appears more than once")
-    if len(df) and (df.patient_id == '').any():
-        n = int((df.patient_id == '').sum())
-        warnings.warn(f"manifest {csv_path}: {n} image(s) have no patient_id; each is treated as its own patient, "
-                      "so folds are grouped per image and images of one patient may fall in different folds. "
-                      "Add a patient_id column to keep a patient's images together.")
-        df['patient_id'] = df.patient_id.where(df.patient_id != '', 'img:' + df.image_id.astype(str))
+    df = _fill_ids(df, csv_path)
     df = df[COLUMNS].reset_index(drop=True)
     df['label'] = df['label'].astype('int64')
     df.attrs.update(kind='manifest', source=str(csv_path), data_dir=str(csv_path.parent), birads_map='-',
