@@ -10,8 +10,9 @@ from tsbn_nb.core import TsbnError
 from tsbn_nb.datasets import load_dataset
 from tsbn_nb.dicom import read_mammogram
 import pydicom
-from tsbn_nb.public import (MANIFEST_COLUMNS, PUBLIC_DATASETS, build_manifest, detect_kind, fake_public_layout,
-                            manifest_command, read_table_rows)
+from tsbn_nb.public import (MANIFEST_COLUMNS, PUBLIC_DATASETS, build_manifest, detect_kind, manifest_command,
+                            read_table_rows)
+from tsbn_nb.testing import fake_public_layout
 
 
 def build(kind, tmp_path, **kw):

@@ -14,9 +14,9 @@ from .core import TsbnError, atomic_write_text
 from .datasets import normalize_birads, resolve_birads_map, find_inbreast_table, read_inbreast_table, load_inbreast
 
 # %% auto #0
-__all__ = ['MANIFEST_COLUMNS', 'PUBLIC_DATASETS', 'read_xlsx_rows', 'read_table_rows', 'Candidate', 'ManifestResult',
-           'fake_public_layout', 'read_mias', 'read_cbis_ddsm', 'read_vindr', 'dicom_header_info', 'read_cmmd',
-           'read_inbreast', 'public_kind', 'detect_kind', 'build_manifest', 'manifest_command']
+__all__ = ['MANIFEST_COLUMNS', 'PUBLIC_DATASETS', 'read_xlsx_rows', 'read_table_rows', 'Candidate', 'ManifestResult', 'read_mias',
+           'read_cbis_ddsm', 'read_vindr', 'dicom_header_info', 'read_cmmd', 'read_inbreast', 'public_kind',
+           'detect_kind', 'build_manifest', 'manifest_command']
 
 # %% ../nbs/02b_public.ipynb #2afe08d7
 _X = '{http://schemas.openxmlformats.org/spreadsheetml/2006/main}'
@@ -78,23 +78,6 @@ def read_table_rows(path) -> tuple[list[str], list[dict]]:
     if not rows: raise TsbnError(f"{path} is empty")
     header = rows[0]
     return header, [dict(zip(map(_key, header), r + [''] * (len(header) - len(r)))) for r in rows[1:]]
-
-def _write_xlsx(path, rows):
-    "A minimal one-sheet .xlsx with inline strings and numbers (what `read_xlsx_rows` must read)."
-    def cell(r, c, v):
-        ref = f"{chr(65 + c)}{r + 1}"
-        if isinstance(v, (int, float)): return f'<c r="{ref}"><v>{v}</v></c>'
-        return f'<c r="{ref}" t="inlineStr"><is><t>{v}</t></is></c>'
-    body = ''.join(f'<row r="{r + 1}">' + ''.join(cell(r, c, v) for c, v in enumerate(row)) + '</row>' for r, row in enumerate(rows))
-    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
-    rns = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
-    with zipfile.ZipFile(path, 'w') as z:
-        z.writestr('[Content_Types].xml', '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>')
-        z.writestr('xl/workbook.xml', f'<workbook {ns} {rns}><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>')
-        z.writestr('xl/_rels/workbook.xml.rels', '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-                   '<Relationship Id="rId1" Type="worksheet" Target="worksheets/data.xml"/></Relationships>')
-        z.writestr('xl/worksheets/data.xml', f'<worksheet {ns}><sheetData>{body}</sheetData></worksheet>')
-    return Path(path)
 
 # %% ../nbs/02b_public.ipynb #407e7244
 MANIFEST_COLUMNS = ['path', 'label', 'patient_id', 'laterality', 'view', 'image_id', 'source_label']
@@ -210,106 +193,6 @@ def _check_dir(source_dir, kind) -> Path:
     if not p.is_dir():
         raise TsbnError(f"{p} is not a folder: give the folder you unpacked {_INFO[kind][0]} into ({_INFO[kind][1]})")
     return p.resolve()
-
-# %% ../nbs/02b_public.ipynb #4b2002ab
-def _film(h:int, w:int, seed:int, lat:str='L', label_corner:bool=False, dtype='uint16', inverted:bool=False):
-    "A small breast-like image: a bright half-ellipse against the chest wall on side `lat`, optionally a film label."
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    x0 = 0 if lat == 'L' else w - 1
-    top = 255 if dtype == 'uint8' else 4095
-    breast = (yy - h / 2) ** 2 / (h / 2.3) ** 2 + (xx - x0) ** 2 / (w * 0.75) ** 2 < 1
-    a = np.where(breast, top * 0.55 + rng.integers(0, int(top * 0.3), (h, w)), top * 0.02)
-    if label_corner: a[2:6, w - 10:w - 2] = top              # letters burnt into the film, away from the breast
-    if inverted: a = top - a                                   # MONOCHROME1 stores dark as high
-    return a.astype(dtype)
-
-def fake_public_layout(kind:str, root, seed:int=0) -> Path:
-    "A tiny synthetic copy of `kind`'s released layout under `root` (for tests and demos); return `root`."
-    import zlib
-    from PIL import Image
-    from pydicom.uid import JPEG2000Lossless
-    from tsbn_nb.dicom import save_dicom
-    kind, root = str(kind).lower(), Path(root)
-    if kind not in _INFO: raise TsbnError(f"no synthetic layout for {kind!r}: choose one of {', '.join(_INFO)}")
-    root.mkdir(parents=True, exist_ok=True)
-    if kind == 'mias':
-        (root / 'all-mias').mkdir(exist_ok=True)
-        info = ['mdb001 G CIRC B 535 425 197', 'mdb002 G CIRC B 522 280 69', 'mdb003 D NORM ', 'mdb004 D NORM ',
-                'mdb005 F CIRC B 477 133 30', 'mdb005 F CIRC M 500 168 26', 'mdb006 F SPIC M 546 463 33',
-                'mdb007 G CALC', 'mdb008 G NORM']                        # 007: no severity; 008: no file
-        (root / 'Info.txt').write_text('REFNUM BG CLASS SEVERITY X Y RADIUS\n' + '\n'.join(info) + '\n')
-        for n in (1, 2, 3, 4, 5, 6, 7, 9):                            # 009: a file without a row
-            Image.fromarray(_film(64, 64, seed + n, 'L' if n % 2 == 0 else 'R', label_corner=True, dtype='uint8')).save(root / 'all-mias' / f'mdb{n:03d}.pgm')
-    elif kind == 'cbis-ddsm':
-        cols = ['patient_id', 'breast_density', 'left or right breast', 'image view', 'abnormality id', 'abnormality type',
-                'mass shape', 'mass margins', 'assessment', 'pathology', 'subtlety', 'image file path',
-                'cropped image file path', 'ROI mask file path']
-        def row(sub, pid, lat, view, k, path_):
-            uid = f"1.3.6.1.4.1.9590.100.1.2.{zlib.crc32(f'{sub}/{k}'.encode())}"
-            return [pid, 3, lat, view, k, sub.split('-')[0].lower(), 'OVAL', 'CIRCUMSCRIBED', 4, path_, 3,
-                    f"{sub}/{uid}/{uid}1/000000.dcm", f"{sub}_{k}/{uid}2/{uid}3/000000.dcm", f"{sub}_{k}/{uid}2/{uid}3/000001.dcm\n"]
-        mass = [row('Mass-Training_P_00001_LEFT_CC', 'P_00001', 'LEFT', 'CC', 1, 'MALIGNANT'),
-                row('Mass-Training_P_00001_LEFT_MLO', 'P_00001', 'LEFT', 'MLO', 1, 'MALIGNANT'),
-                row('Mass-Training_P_00004_RIGHT_CC', 'P_00004', 'RIGHT', 'CC', 1, 'BENIGN'),
-                row('Mass-Training_P_00004_RIGHT_CC', 'P_00004', 'RIGHT', 'CC', 2, 'MALIGNANT'),     # two findings, one malignant
-                row('Mass-Test_P_00016_LEFT_CC', 'P_00016', 'LEFT', 'CC', 1, 'BENIGN_WITHOUT_CALLBACK'),
-                row('Mass-Test_P_00017_LEFT_MLO', 'P_00017', 'LEFT', 'MLO', 1, 'BENIGN')]            # not downloaded
-        calc = [row('Calc-Training_P_00005_RIGHT_CC', 'P_00005', 'RIGHT', 'CC', 1, 'BENIGN'),
-                row('Calc-Training_P_00005_RIGHT_MLO', 'P_00005', 'RIGHT', 'MLO', 1, 'BENIGN'),
-                row('Calc-Test_P_00016_LEFT_CC', 'P_00016', 'LEFT', 'CC', 1, 'BENIGN')]              # same film as a mass case
-        for name, rows in (('mass_case_description_train_set.csv', mass[:4]), ('mass_case_description_test_set.csv', mass[4:]),
-                           ('calc_case_description_train_set.csv', calc[:2]), ('calc_case_description_test_set.csv', calc[2:])):
-            buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n'); w.writerow(cols); w.writerows(rows)
-            (root / name).write_text(buf.getvalue())
-        subjects = sorted({r[11].split('/')[0] for r in mass + calc} - {'Mass-Test_P_00017_LEFT_MLO'})
-        for i, sub in enumerate(subjects):   # the descriptive folder names of the NBIA Data Retriever
-            lat = 'L' if '_LEFT_' in sub else 'R'
-            d = root / 'CBIS-DDSM' / sub / f'07-20-2016-DDSM-{i:05d}' / f'1.000000-full mammogram images-{i:05d}'
-            save_dicom(d / '1-1.dcm', _film(96, 48, seed + i, lat), bits_stored=16)
-            roi = root / 'CBIS-DDSM' / f'{sub}_1' / f'08-29-2017-DDSM-{i:05d}' / f'1.000000-ROI mask images-{i:05d}'
-            save_dicom(roi / '1-1.dcm', _film(32, 32, seed + i, lat, dtype='uint8'))   # an ROI mask: not a full mammogram
-    elif kind == 'vindr':
-        rows = [('s1', 'a1', 'L', 'CC', 'BI-RADS 1'), ('s1', 'a2', 'L', 'MLO', 'BI-RADS 1'), ('s1', 'a3', 'R', 'CC', 'BI-RADS 4'),
-                ('s1', 'a4', 'R', 'MLO', 'BI-RADS 4'), ('s2', 'b1', 'L', 'CC', 'BI-RADS 3'), ('s2', 'b2', 'L', 'MLO', 'BI-RADS 3'),
-                ('s2', 'b3', 'R', 'CC', 'BI-RADS 2'), ('s2', 'b4', 'R', 'MLO', 'BI-RADS 5'), ('s3', 'c1', 'L', 'CC', 'BI-RADS 2')]
-        lines = ['study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split']
-        for i, (s, im, lat, view, b) in enumerate(rows):
-            lines.append(f"{s},ser{s},{im},{lat},{view},96,48,{b},DENSITY C,{'training' if s != 's3' else 'test'}")
-            if im != 'c1':                                               # c1: not downloaded
-                save_dicom(root / 'images' / s / f'{im}.dicom', _film(96, 48, seed + i, lat), bits_stored=12,
-                           laterality=lat, view=view, transfer_syntax=JPEG2000Lossless)
-        (root / 'breast-level_annotations.csv').write_text('\n'.join(lines) + '\n')
-    elif kind == 'cmmd':
-        import pydicom
-        from pydicom.dataset import Dataset
-        table = [['ID1', 'LeftRight', 'Age', 'number', 'abnormality', 'classification', 'subtype'],
-                 ['D1-0001', 'R', 44, 2, 'calcification', 'Benign', ''], ['D1-0002', 'L', 40, 2, 'mass', 'Malignant', 'Luminal A'],
-                 ['D2-0003', 'L', 51, 2, 'both', 'Malignant', 'HER2-enriched'], ['D2-0003', 'R', 51, 2, 'mass', 'Benign', '']]
-        _write_xlsx(root / 'CMMD_clinicaldata_revision.xlsx', table)
-        images = [('D1-0001', 'R', '399162004'), ('D1-0001', 'R', '399368009'), ('D1-0002', 'L', '399162004'),
-                  ('D1-0002', 'L', '399368009'), ('D2-0003', 'L', '399162004'), ('D2-0003', 'R', '399368009'),
-                  ('D1-0002', 'R', '399162004')]                      # the last: a breast without a row
-        for i, (pid, lat, code) in enumerate(images):
-            d = root / 'CMMD' / pid / f'07-18-2010-NA-{i:05d}' / f'1.000000-NA-{i:05d}'
-            p = save_dicom(d / f'1-{i % 2 + 1}.dcm', _film(96, 48, seed + i, lat, inverted=True), bits_stored=16,
-                           photometric='MONOCHROME1', laterality=lat, PatientID=pid)
-            ds = pydicom.dcmread(p); item = Dataset()
-            item.CodeValue, item.CodingSchemeDesignator = code, 'SCT'
-            item.CodeMeaning = 'cranio-caudal' if code == '399162004' else 'medio-lateral oblique'
-            ds.ViewCodeSequence = [item]; ds.save_as(p, enforce_file_format=True)
-    else:                                   # INbreast: INbreast.csv (';') + AllDICOMs/<File Name>_<patient hash>_MG_<L|R>_<CC|ML>_ANON.dcm
-        rows = [('20586908', 'a1b2c3d4e5f60708', 'R', 'CC', '2'), ('20586934', 'a1b2c3d4e5f60708', 'R', 'MLO', '2'),
-                ('22678622', '0f1e2d3c4b5a6978', 'L', 'CC', '4b'), ('22678646', '0f1e2d3c4b5a6978', 'L', 'MLO', '5'),
-                ('24065530', '1122334455667788', 'L', 'CC', '3'), ('24065584', '1122334455667788', 'R', 'CC', '1')]
-        lines = ['Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads']
-        for i, (fid, ph, lat, view, b) in enumerate(rows):
-            lines.append(f"removed;55;{lat};{view};201001;{fid};2;{b}")
-            save_dicom(root / 'AllDICOMs' / f"{fid}_{ph}_MG_{lat}_{'ML' if view == 'MLO' else 'CC'}_ANON.dcm",
-                       _film(96, 48, seed + i, lat), bits_stored=14, laterality=lat, view=view)
-        (root / 'INbreast.csv').write_text('\n'.join(lines) + '\n')
-    return root
 
 # %% ../nbs/02b_public.ipynb #775af2d1
 _MIAS_ROW = re.compile(r'^\s*(mdb\d{3})\s+([FGD])\s+([A-Za-z]{4})\b(?:\s+([BM])\b)?', re.I)
