@@ -318,6 +318,32 @@ def _run_all(todo, client, workers, needs_gpu, retries, log) -> list:
         raise KeyboardInterrupt
     return results
 
+def _runs_on_gpu(cfg, profile:str, on_cluster:bool) -> bool:
+    "Whether the runs will train on a GPU: asked of the cluster's workers, or available here."
+    if on_cluster: return _needs_gpu(cfg, profile)
+    try: return pick_device(cfg.device).type == 'cuda'
+    except TsbnError: return True                          # CUDA asked for, absent here: the runs want a GPU
+
+def _todo(specs, fp, force:bool, out_dir:Path, profile:str) -> tuple[list, Counter]:
+    "The runs to execute, longest first (LPT on recorded wall times), and why the redone ones are stale."
+    from tsbn_nb.core import default_results_dir
+    states = {s.name: record_state(s, fp) for s in specs}
+    todo = specs if force else [s for s in specs if states[s.name] != 'done']
+    todo = longest_first(todo, recorded_walls([out_dir, default_results_dir(profile)], profile))   # shortest tail
+    why = Counter(states[s.name][len('stale: '):] for s in todo if states[s.name].startswith('stale') and not force)
+    return todo, why
+
+def _summarise(specs, results:list, out_dir:Path, t0:float, log) -> dict:
+    "The sweep's summary; failed runs and missing records said with the notebook to look at."
+    failed = [r for r in results if not r['ok'] and not r.get('skipped')]
+    missing = [s.name for s in specs if not s.record.exists()]
+    if failed or missing:
+        log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
+            "(finished runs are kept).")
+        for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
+    return {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed, 'missing': missing,
+            'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
+
 def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, folds=None, seeds=(0,),
               workers:int=1, # notebooks run at once on this machine (without a Dask scheduler)
               scheduler=None, # a Dask scheduler address (tcp://host:8786) or a distributed.Client
@@ -350,31 +376,18 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
         fp = df.attrs.get('fingerprint')
         if dry_run:
-            try: here = pick_device(cfg.device).type == 'cuda'
-            except TsbnError: here = True                     # CUDA asked for, absent here: the runs want a GPU
-            on_gpu = _needs_gpu(cfg, profile) if scheduler is not None or scheduler_file is not None else here
+            on_gpu = _runs_on_gpu(cfg, profile, scheduler is not None or scheduler_file is not None)
             return _show_plan(specs, df, cfg, profile, out_dir, workers, on_gpu, log)
         if report: write_probe(df, folds, out_dir, log=log)
         if any(not s.record.exists() for s in specs):      # fetch ImageNet weights once, here, not per run
             from tsbn_nb.nets import prepare_weights
             log(prepare_weights(cfg, log=log).describe())
-        states = {s.name: record_state(s, fp) for s in specs}
-        todo = specs if force else [s for s in specs if states[s.name] != 'done']
-        todo = longest_first(todo, recorded_walls([out_dir, default_results_dir(profile)], profile))   # shortest tail
-        why = Counter(states[s.name][len('stale: '):] for s in todo if states[s.name].startswith('stale') and not force)
+        todo, why = _todo(specs, fp, force, out_dir, profile)
         log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
             + (f", {sum(why.values())} of them stale: " + ', '.join(f"{n} {w}" for w, n in why.items()) if why else '')
             + f"), profile {profile}, data {data}, results in {out_dir}")
-        results = _run_all(todo, client, workers, needs_gpu, retries, log)
-        failed = [r for r in results if not r['ok'] and not r.get('skipped')]
-        missing = [s.name for s in specs if not s.record.exists()]
-        summary = {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed, 'missing': missing,
-                   'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
-        if failed or missing:
-            log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
-                "(finished runs are kept).")
-            for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
-            return summary
+        summary = _summarise(specs, _run_all(todo, client, workers, needs_gpu, retries, log), out_dir, t0, log)
+        if summary['failed'] or summary['missing']: return summary
         if report: summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
         log(f"done in {summary['wall_s']:.0f} s")
         return summary
