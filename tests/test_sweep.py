@@ -72,7 +72,8 @@ def test_ctrl_c_stops_the_sweep_and_it_resumes(phantom, tmp_path):
         time.sleep(0.5)
     assert list(out.glob('runs/*/*.ckpt/last.pt')), 'no run started training'
     family = psutil.Process(proc.pid).children(recursive=True)
-    assert any('ipykernel' in ' '.join(p.cmdline()) for p in family)                   # kernels are running
+    servers = {p.pid for p in family if '_serve()' in ' '.join(p.cmdline())}          # the workers' kernel servers
+    assert any(p.ppid() in servers for p in family)                 # and the kernels they forked are running
     t0 = time.time()
     os.killpg(proc.pid, signal.SIGINT)                      # what Ctrl-C in a terminal does
     text, _ = proc.communicate(timeout=60)
@@ -178,3 +179,20 @@ def test_dask_scheduler_file_missing_is_one_clear_error(phantom, tmp_path):
     with pytest.raises(TsbnError, match=r'scheduler file .*missing.json not found: start the scheduler with `dask scheduler --scheduler-file'):
         reproduce(phantom, 'smoke', out_dir=tmp_path / 'res', algorithms=['resnet'], folds=[0],
                   scheduler_file=tmp_path / 'missing.json', report=False, log=lambda *a: None)
+
+
+def test_warm_kernels_train_bit_identical_to_a_process_per_run(phantom, tmp_path):
+    "A run on a kernel forked from a warm `KernelServer`, after another run of that server, gives the record a papermill process of its own gives."
+    from tsbn_nb.sweep import KernelServer, execute_run, find_notebook
+    fresh = plan('smoke', phantom, tmp_path / 'fresh', ['resnet'], [0])[0]
+    other, warm = sorted(plan('smoke', phantom, tmp_path / 'warm', ['gm-m-resnet', 'resnet'], [0]),
+                         key=lambda s: s.algorithm != 'gm-m-resnet')
+    assert execute_run(fresh, threads=1)['ok']
+    with KernelServer(find_notebook('run_fold.ipynb'), threads=1) as srv:
+        assert all(execute_run(s, threads=1, server=srv)['ok'] for s in (other, warm))   # gm-m-resnet, then resnet
+    a, b = (json.loads(s.record.read_text()) for s in (fresh, warm))
+    assert (a['algorithm'], b['algorithm']) == ('resnet', 'resnet')
+    strip = lambda h: [{k: v for k, v in e.items() if k != 'time_s'} for e in h]
+    assert a['predictions'] == b['predictions'] and a['metrics'] == b['metrics'], 'a warm kernel trained differently'
+    assert strip(a['history']) == strip(b['history'])
+    assert a['provenance']['numerics']['threads'] == b['provenance']['numerics']['threads'] == 1

@@ -81,6 +81,8 @@ def _add_data_commands(sub):
     ph.add_argument('--scale', type=float, default=None, help='image size as a fraction of INbreast (3328x4084); default: the phantom\'s own')
     ph.add_argument('--seed', type=int, default=0, help='seed of the generator (same seed, same bytes)')
     ph.add_argument('--overwrite', action='store_true', help='rewrite a folder that holds another phantom')
+    ph.add_argument('--version', type=int, default=None, choices=(1, 2, 3),
+                    help='generator version: 2 (the demo\'s), 3 (malignancy only in the finding\'s form), 1 (leaks the label); default: 2')
     da = _sub(sub, 'data', 'inspect a dataset or write a manifest for a public one')
     dsub = da.add_subparsers(dest='data_cmd', required=True, metavar='ACTION', help='info | manifest')
     di = _sub(dsub, 'info', 'counts, labels and the fold table')
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(a) -> int:
     if a.cmd == 'phantom':
         from tsbn_nb.phantom import make_phantom
-        kw = {} if a.scale is None else {'scale': a.scale}
+        kw = ({} if a.scale is None else {'scale': a.scale}) | ({} if a.version is None else {'version': a.version})
         out = make_phantom(a.out_dir, n_patients=a.n_patients, seed=a.seed, overwrite=a.overwrite, **kw)
         print(f'synthetic INbreast-like dataset written to {out}')
     elif a.cmd == 'data' and a.data_cmd == 'manifest':
@@ -183,6 +185,9 @@ def _dispatch(a) -> int:
                        cache_dir=a.cache_dir, skip_bad=a.skip_bad, force=a.force, dedupe=a.dedupe, **ov)
         m = rec['metrics']
         print(f"{a.algorithm} fold {a.fold}: " + ', '.join(f'{k} {v:.3f}' for k, v in m.items()))
+        if not rec['health']['healthy']:                 # a run that learned nothing still ends normally: say so
+            from tsbn_nb.health import run_label, unhealthy_line
+            print(unhealthy_line(run_label(a.algorithm, a.fold, a.seed), rec['health']))
     elif a.cmd == 'reproduce':
         from tsbn_nb.sweep import reproduce
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,

@@ -70,6 +70,8 @@ class Config:
     device: str = 'auto'         # auto | cpu | cuda | cuda:N
     amp: str = 'auto'            # auto | bf16 | fp16 | none (mixed precision, GPU only)
     channels_last: bool = True   # NHWC memory format on the GPU
+    adam: str = 'auto'           # Adam's step: auto (fused where torch has it, else foreach) | foreach | fused;
+                                 # fused is ~10x faster on the CPU but not bit-identical to foreach
     num_workers: int = -1        # DataLoader workers; -1: chosen from the machine
     seed: int = 0                # seed of everything random in a run
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (0: never)
@@ -84,7 +86,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     'demo': dict(height=96, width=48, backbone='resnet18', pretrained='none', unet_base=8, unet_depth=3,
                  rdn_G0=8, rdn_D=3, rdn_C=3, rdn_G=8, rdn_checkpoint=False, decoder_base=8,
                  proj_dim=64, proj_hidden=128, lr=1e-3, batch_size=16, epochs=5, pretext_epochs=2, num_workers=0,
-                 w_pos_rule='train_ratio', mask_outside=False),
+                 w_pos_rule='train_ratio', mask_outside=False,
+                 adam='foreach'),   # the arithmetic of the committed reference (results/demo)
     'smoke': dict(height=64, width=32, backbone='resnet18', pretrained='none', unet_base=4, unet_depth=2,
                   rdn_G0=4, rdn_D=2, rdn_C=2, rdn_G=4, rdn_checkpoint=False, decoder_base=4,
                   proj_dim=8, proj_hidden=16, lr=1e-3, batch_size=4, epochs=1, pretext_epochs=1, num_workers=0,
@@ -97,7 +100,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 # %% ../nbs/00_core.ipynb #20d92fd0
 _CHOICES = dict(backbone=('resnet18', 'resnet34', 'resnet50'), ct_mode=('stopgrad', 'joint'), w_pos_rule=('fixed', 'train_ratio'),
-                amp=('auto', 'bf16', 'fp16', 'none'))
+                amp=('auto', 'bf16', 'fp16', 'none'), adam=('auto', 'foreach', 'fused'))
 
 def _convert(name, typ, value):
     "Convert `value` (maybe a string) to the field type `typ`, or raise a `TsbnError` naming `name`."
@@ -169,7 +172,7 @@ def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke' | 'cpu'
 
 # %% ../nbs/00_core.ipynb #c5960954
 # Settings added after records existed whose profile default is not what older code did: the value that did.
-BEFORE: dict[str, Any] = dict(mask_outside=False)
+BEFORE: dict[str, Any] = dict(mask_outside=False, adam='foreach')
 # Settings that no longer exist, with the one value that matches what the package does now (Adam is the only
 # optimizer the trainer ever built): a record holding that value compares equal; any other value stays, and differs.
 RETIRED: dict[str, Any] = dict(optimizer='adam')

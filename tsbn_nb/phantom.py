@@ -12,12 +12,13 @@ from .core import TsbnError, atomic_write_text, atomic_write_json
 
 # %% auto #0
 __all__ = ['INBREAST_BIRADS_COUNTS', 'BIRADS_ORDER', 'INBREAST_PATIENTS', 'INBREAST_BOTH_BREASTS', 'DETECTORS', 'PIXEL_MM',
-           'DEFAULT_SCALE', 'CSV_HEADER', 'PHANTOM_VERSION', 'PHANTOM_WINDOW', 'FINDINGS', 'MASS_MM', 'FINDING_KEYS',
-           'ACR_PROBS', 'ACR_DENSE', 'SMALL_DETECTOR_FRACTION', 'FAT', 'GLAND', 'MASKING', 'ISLANDS', 'GREY',
-           'LESION_GAIN', 'PROBE_TAGS', 'PROBE_BAND', 'largest_remainder', 'phantom_composition', 'breast_birads',
-           'x_max', 'x_pect', 'draw_finding', 'phantom_table', 'power_law_noise', 'render_anatomy', 'finding_layers',
-           'match_histogram', 'render_image', 'phantom_dicom', 'make_phantom', 'phantom_summary', 'global_features',
-           'shortcut_probe']
+           'DEFAULT_SCALE', 'CSV_HEADER', 'PHANTOM_VERSION', 'PHANTOM_VERSIONS', 'PHANTOM_WINDOW', 'FINDINGS',
+           'MASS_MM', 'FINDING_KEYS', 'BENIGN_FORMS', 'MALIGNANT_FORMS', 'FINDINGS_V3', 'V3_SIZE_MM', 'V3_CONTRAST',
+           'V3_SPIC_W', 'V3_NSPIC', 'V3_BLUR_MM', 'FINDING_KEYS_V3', 'ACR_PROBS', 'ACR_DENSE',
+           'SMALL_DETECTOR_FRACTION', 'FAT', 'GLAND', 'MASKING', 'ISLANDS', 'GREY', 'LESION_GAIN', 'STRANDS',
+           'PROBE_TAGS', 'PROBE_BAND', 'largest_remainder', 'phantom_composition', 'breast_birads', 'x_max', 'x_pect',
+           'draw_finding', 'phantom_table', 'power_law_noise', 'render_anatomy', 'finding_layers', 'match_histogram',
+           'render_image', 'phantom_dicom', 'make_phantom', 'phantom_summary', 'global_features', 'shortcut_probe']
 
 # %% ../nbs/03_phantom.ipynb #c677ac67
 INBREAST_BIRADS_COUNTS = {'1': 67, '2': 220, '3': 23, '4a': 13, '4b': 8, '4c': 22, '5': 49, '6': 8}  # images per BI-RADS
@@ -27,7 +28,9 @@ DETECTORS = {'24x30': (4084, 3328), '18x24': (3328, 2560)}  # detector: (rows, c
 PIXEL_MM = 0.07                                # INbreast pixel spacing
 DEFAULT_SCALE = 1 / 8                          # default resolution: 510 x 416 pixels of 0.56 mm
 CSV_HEADER = 'Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads'
-PHANTOM_VERSION = 2                            # bump when the generator's output changes (2: no global shortcut)
+PHANTOM_VERSION = 2                            # the default generator (2: no global shortcut); 3: malignancy only in the
+                                               # finding's form (see *Findings* and *How hard is it?*)
+PHANTOM_VERSIONS = (1, 2, 3)                   # every generator version make_phantom can write
 PHANTOM_WINDOW = (6000, 9600)                  # (WindowCenter, WindowWidth) of every image from version 2 on
 
 # %% ../nbs/03_phantom.ipynb #ffbb03de
@@ -92,7 +95,7 @@ def x_pect(y, # heights in mm from the top edge
     return g['pect_w'] * np.clip(1 - y / g['pect_h'], 0, 1) ** g['pect_c']
 
 # %% ../nbs/03_phantom.ipynb #1c2c9b69
-FINDINGS = {  # BI-RADS -> {finding kind: probability}
+FINDINGS = {  # BI-RADS -> {finding kind: probability}  (versions 1 and 2)
     '1': {'none': 1.0},
     '2': {'calc_coarse': 0.45, 'mass_round': 0.35, 'none': 0.20},
     '3': {'mass_oval': 0.7, 'calc_round': 0.3},
@@ -106,10 +109,8 @@ MASS_MM = {'2': (6, 20), '3': (5, 10), '4a': (10, 20), '4b': (12, 22), '4c': (14
 FINDING_KEYS = ('finding', 'f_size_mm', 'f_contrast', 'f_irreg', 'f_edge_mm', 'f_nspic', 'f_spic_mm', 'f_ncalc',
                 'f_calc_mm', 'f_cluster_mm', 'f_calc_contrast', 'f_seed')
 
-def draw_finding(birads:str, # BI-RADS category, e.g. '4a'
-                 rng:np.random.Generator
-                ) -> dict:
-    "The parameters (`FINDING_KEYS`) of one finding of category `birads`."
+def _draw_finding_v2(birads:str, rng:np.random.Generator) -> dict:
+    "Versions 1 and 2: kind, size and density all depend on the category (malignant findings are larger and denser)."
     kinds = FINDINGS[birads]
     kind = str(rng.choice(list(kinds), p=list(kinds.values())))
     lo, hi = MASS_MM.get(birads, (6, 12))
@@ -140,6 +141,48 @@ def draw_finding(birads:str, # BI-RADS category, e.g. '4a'
         f.update(f_ncalc=int(rng.integers(5, 20)), f_calc_mm=u(0.2, 0.5), f_cluster_mm=f['f_size_mm'] * 0.8,
                  f_calc_contrast=u(1.2, 2.0))
     return f
+
+
+# %% ../nbs/03_phantom.ipynb #602744ce
+BENIGN_FORMS = {'mass_circumscribed': 0.65, 'mass_lobulated': 0.35}          # version 3, BI-RADS 2 and 3
+MALIGNANT_FORMS = {'mass_spiculated': 0.55, 'mass_irregular': 0.30, 'distortion': 0.15}   # version 3, BI-RADS 4a-6
+FINDINGS_V3 = {'1': {'none': 1.0}, '2': BENIGN_FORMS, '3': BENIGN_FORMS} | {b: MALIGNANT_FORMS for b in ('4a', '4b', '4c', '5', '6')}
+V3_SIZE_MM = (10., 24.)      # extent of every version-3 finding, whatever its category (mm)
+V3_CONTRAST = (0.5, 1.0)     # its density at the scale below, whatever its category (fibroglandular units)
+V3_SPIC_W = 1.0             # version 3: width factor of spicules and strands (1: versions 1-2's 0.5-1.2 mm)
+V3_NSPIC = (14, 28)         # version 3: spicules of a spiculated mass
+V3_BLUR_MM = 3.0             # conspicuity is set at this scale: the peak of the finding blurred by a Gaussian of this sigma
+FINDING_KEYS_V3 = FINDING_KEYS + ('f_extent_mm', 'f_norm_mm', 'f_spic_w')
+
+def _draw_finding_v3(birads:str, rng:np.random.Generator) -> dict:
+    "Version 3: extent and density from one distribution for every kind; the category chooses only the form."
+    kinds = FINDINGS_V3[birads]
+    kind = str(rng.choice(list(kinds), p=list(kinds.values())))
+    u = lambda a, b: float(rng.uniform(a, b))
+    f = dict(finding=kind, f_size_mm=0., f_contrast=0., f_irreg=0., f_edge_mm=0., f_nspic=0, f_spic_mm=0.,
+             f_ncalc=0, f_calc_mm=0., f_cluster_mm=0., f_calc_contrast=0., f_seed=int(rng.integers(2**31)),
+             f_extent_mm=0., f_norm_mm=0., f_spic_w=0.)
+    if kind == 'none': return f
+    size, c = u(*V3_SIZE_MM), u(*V3_CONTRAST)          # drawn first, the same way for every kind
+    f.update(f_size_mm=size, f_contrast=c, f_extent_mm=size, f_norm_mm=V3_BLUR_MM, f_spic_w=V3_SPIC_W)
+    if kind == 'mass_circumscribed': f.update(f_irreg=u(0.0, 0.06), f_edge_mm=u(0.2, 0.5))        # oval, sharp margin
+    elif kind == 'mass_lobulated': f.update(f_irreg=u(0.08, 0.14), f_edge_mm=u(0.2, 0.5))         # gentle lobes, sharp
+    elif kind == 'mass_irregular':                                                                  # angular, ill-defined
+        f.update(f_irreg=u(0.18, 0.3), f_edge_mm=u(1.0, 2.0), f_nspic=int(rng.integers(4, 9)), f_spic_mm=size / 2 * u(0.5, 1.0))
+    elif kind == 'mass_spiculated':                                                                 # radiating spicules
+        f.update(f_irreg=u(0.06, 0.16), f_edge_mm=u(0.6, 1.4), f_nspic=int(rng.integers(*V3_NSPIC)), f_spic_mm=size / 2 * u(1.6, 2.8))
+    elif kind == 'distortion':                                                                      # spicules, small centre
+        f.update(f_size_mm=0.5 * size, f_irreg=u(0.1, 0.3), f_edge_mm=u(1.0, 2.0), f_nspic=int(rng.integers(18, 32)),
+                 f_spic_mm=size / 2 * u(2.0, 3.0))
+    return f
+
+def draw_finding(birads:str, # BI-RADS category, e.g. '4a'
+                 rng:np.random.Generator,
+                 version:int=PHANTOM_VERSION # generator version: 1, 2 (form, size and density) or 3 (form only)
+                ) -> dict:
+    "The parameters (`FINDING_KEYS`, version 3: `FINDING_KEYS_V3`) of one finding of category `birads`."
+    return _draw_finding_v3(birads, rng) if version >= 3 else _draw_finding_v2(birads, rng)
+
 
 # %% ../nbs/03_phantom.ipynb #6153faeb
 def _breast_geometry(view:str, det:str, a_mm:float, rng) -> dict:
@@ -177,7 +220,8 @@ def _patient_hash(seed:int, p:int) -> str: return hashlib.sha256(f'tsbn-phantom/
 
 def phantom_table(n_patients:int=115, # number of women (INbreast: 115)
                   seed:int=0, # master seed
-                  birads_counts:dict|None=None # images per BI-RADS; None: INbreast's, scaled to n_patients
+                  birads_counts:dict|None=None, # images per BI-RADS; None: INbreast's, scaled to n_patients
+                  version:int=PHANTOM_VERSION # generator version (1 and 2 share their table; 3 draws other findings)
                  ) -> pd.DataFrame:
     "Metadata of every phantom image (one row per image, sorted by File Name); no pixels."
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -201,14 +245,15 @@ def phantom_table(n_patients:int=115, # number of women (INbreast: 115)
             b1, b2 = pairs[k]; k += 1
             if rng.random() < 0.5: b1, b2 = b2, b1
             worst = max(b1, b2, key=BIRADS_ORDER.index)
-            fnd = draw_finding(worst, rng)
+            fnd = draw_finding(worst, rng, version)
             geoms = {v: _breast_geometry(v, det, a_woman * rng.uniform(0.93, 1.07), rng) for v in ('CC', 'MLO')}
-            reach = min(max(fnd['f_size_mm'] / 2 + fnd['f_spic_mm'], fnd['f_cluster_mm'] / 2), 15.)
+            reach = (min(max(fnd['f_size_mm'] / 2 + fnd['f_spic_mm'], fnd['f_cluster_mm'] / 2), 15.) if version < 3
+                     else 15.)                      # version 3: one clearance, so the form does not move the finding
             dn = float(rng.uniform(0.25, 0.7)) * min(g['a'] - g['pect_w'] for g in geoms.values())
             for view, b in (('CC', b1), ('MLO', b2)):
                 g = geoms[view]
                 phi, x, y = _place(g, dn, reach, rng)
-                f = fnd if (b != '1' or worst == '1') else draw_finding('1', rng)   # (1, 3): finding in one view only
+                f = fnd if (b != '1' or worst == '1') else draw_finding('1', rng, version)   # (1, 3): finding in one view only
                 fn += int(rng.integers(1, 60))
                 rows.append(dict(patient_id=_patient_hash(seed, p), laterality=side, view=view, birads=b, acr=acr,
                                  acquisition_date=date, file_name=fn, detector=det, dense_frac=dense,
@@ -303,7 +348,7 @@ def _mass_layer(xo, yo, f, rng, px):
         inside[si, sj] = _sig((Rth - r) / (edge / 2))
         L[si, sj] = inside[si, sj] * (0.55 + 0.45 * np.sqrt(np.clip(1 - (r / Rth) ** 2, 0, 1)))
     for _ in range(int(f['f_nspic'])):                          # spicules: tapering lines from 0.5 R outwards
-        psi = rng.uniform(0, 2 * np.pi); ln = f['f_spic_mm'] * rng.uniform(0.6, 1.3); w0 = rng.uniform(0.5, 1.2)
+        psi = rng.uniform(0, 2 * np.pi); ln = f['f_spic_mm'] * rng.uniform(0.6, 1.3); w0 = rng.uniform(0.5, 1.2) * f.get('f_spic_w', 1.0)
         cs, sn, m = math.cos(psi), math.sin(psi), 4 * (w0 + 0.15) + px
         ends = np.array([0.5 * R, R + ln])
         si, sj = _box(xo, yo, (ends * cs).min() - m, (ends * cs).max() + m, (ends * sn).min() - m, (ends * sn).max() + m)
@@ -327,11 +372,42 @@ def _calc_layer(xo, yo, f, rng, px):
         L[si, sj] += f['f_calc_contrast'] * (s / se) ** 2 * np.exp(-0.5 * ((xo[None, sj] - cx) ** 2 + (yo[si, None] - cy) ** 2) / se ** 2)
     return L
 
+STRANDS = (6, 16)            # version 3: normal linear strands (vessels, ligaments) crossing near a benign mass
+
+def _strands_layer(xo, yo, f, rng, px):
+    "Version 3: straight strands near a benign mass, roughly tangential to it (they do not converge on its centre)."
+    R, L = f['f_size_mm'] / 2, np.zeros((len(yo), len(xo)), np.float32)
+    for _ in range(int(rng.integers(*STRANDS))):
+        d, th = rng.uniform(0.6 * R, 2.2 * R), rng.uniform(0, 2 * np.pi)
+        psi = th + np.pi / 2 + rng.uniform(-0.5, 0.5)                   # across the radius, not along it
+        ln, w = R * rng.uniform(1.2, 2.5), 0.6 * rng.uniform(0.5, 1.2) * f['f_spic_w'] + 0.15
+        dx, dy = xo[None, :] - d * math.cos(th), yo[:, None] - d * math.sin(th)
+        al, pe = dx * math.cos(psi) + dy * math.sin(psi), dy * math.cos(psi) - dx * math.sin(psi)
+        wd = math.hypot(w, px / 2)
+        L += np.sqrt(np.clip(1 - np.abs(al) / (ln / 2), 0, None)) * np.exp(-0.5 * (pe / wd) ** 2) * w / wd
+    return L
+
+def _layers_v3(row:dict, y, x, px) -> tuple:
+    "Version 3: the form's density, scaled so that its peak after a `f_norm_mm` Gaussian blur is the same for every form."
+    R, E, s = row['f_size_mm'] / 2, row['f_extent_mm'] / 2, row['f_norm_mm']
+    ext = max(R * 1.4 + row['f_spic_mm'] * 1.3, 3.5 * R) + 3
+    si = slice(np.searchsorted(y, row['f_y_mm'] - ext), np.searchsorted(y, row['f_y_mm'] + ext))
+    sj = slice(np.searchsorted(x, row['f_x_mm'] - ext), np.searchsorted(x, row['f_x_mm'] + ext))
+    yo, xo = y[si] - row['f_y_mm'], x[sj] - row['f_x_mm']
+    Lm = _mass_layer(xo, yo, row, np.random.default_rng([int(row['f_seed']), 1]), px)
+    if row['finding'] in BENIGN_FORMS:
+        Lm = Lm + row['f_contrast'] * _strands_layer(xo, yo, row, np.random.default_rng([int(row['f_seed']), 3]), px) \
+                  * (Lm < 0.05 * row['f_contrast'])
+    peak = ndimage.gaussian_filter(Lm, s / px).max()
+    target = row['f_contrast'] * (1 - math.exp(-E ** 2 / (2 * s ** 2)))   # blurred peak of a uniform disc of radius E
+    return (si, sj), (Lm * (target / peak) if peak > 0 else Lm), np.zeros_like(Lm)
+
 def finding_layers(row:dict, # a `phantom_table` row
                    shape:tuple # output (rows, cols)
                   ) -> tuple:
     "((row slice, col slice), mass density, calcification density) of the row's finding on the output grid."
     y, x, px = _grid(shape, row['detector'])
+    if row['finding'] != 'none' and row.get('f_norm_mm', 0) > 0: return _layers_v3(row, y, x, px)
     ext = max(row['f_size_mm'] / 2 * 1.4 + row['f_spic_mm'] * 1.3, row['f_cluster_mm'] / 2 + 2) + 3
     cx, cy = row['f_x_mm'], row['f_y_mm']
     si = slice(np.searchsorted(y, cy - ext), np.searchsorted(y, cy + ext))
@@ -484,18 +560,18 @@ def make_phantom(out_dir, # folder to write (created if missing)
                  overwrite:bool=False, # replace a different phantom in `out_dir`
                  progress:bool=True, # show a progress bar
                  workers:int=1, # processes rendering images
-                 version:int=PHANTOM_VERSION # generator version: 2 (default) or 1 (the old one, whose images leak the label)
+                 version:int=PHANTOM_VERSION # generator version: 2 (default; a finding's size and contrast tell the label), 3 (only its form does), 1 (global statistics do)
                 ) -> Path:
     "Write an INbreast-like dataset (INbreast.csv + AllDICOMs/) to `out_dir` and return its path."
     scale = float(scale)
-    if version not in (1, 2): raise TsbnError(f"version={version!r}: the phantom generator has versions 1 and 2 (default)")
+    if version not in PHANTOM_VERSIONS: raise TsbnError(f"version={version!r}: the phantom generator has versions 1, 2 (default) and 3")
     if not isinstance(workers, (int, np.integer)) or workers < 1:
         raise TsbnError(f"workers={workers!r}: give a positive integer")
     if not 0 < scale <= 1 or min(_shape('18x24', scale)) < 16:
         raise TsbnError(f"scale={scale}: give a number in (0, 1], at least {16 / 2560:.4f} (1 = INbreast's full size, "
                         f"default {DEFAULT_SCALE})")
     out = Path(out_dir).expanduser()
-    table = phantom_table(n_patients, seed, birads_counts)
+    table = phantom_table(n_patients, seed, birads_counts, version)
     params = _params(n_patients, scale, seed, phantom_composition(n_patients, birads_counts)[2], version)
     if _prepare_dir(out, params, overwrite):
         if progress: print(f'{out}: this phantom is already complete')
@@ -578,22 +654,5 @@ def shortcut_probe(features:pd.DataFrame, # from `global_features`, one row per 
                    folds, # test fold per image (the experiments' folds)
                   ) -> dict:
     "Out-of-fold AUC (pooled and per fold) of a logistic regression on global features; 0.5 means no shortcut."
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.metrics import roc_auc_score
-    X, y, folds = features.astype(float), np.asarray(labels).astype(int), np.asarray(folds)
-    if len(X) != len(y) or len(y) != len(folds): raise TsbnError("shortcut_probe: features, labels and folds differ in length")
-    X = X.loc[:, X.notna().any() & (X.nunique() > 1)]            # constant or absent features carry nothing
-    prob = np.full(len(y), np.nan); fold_auc = {}
-    for k in np.unique(folds):
-        tr, te = folds != k, folds == k
-        med = X[tr].median()
-        xs = StandardScaler().fit(X[tr].fillna(med))
-        lr = LogisticRegression(max_iter=5000).fit(xs.transform(X[tr].fillna(med)), y[tr]) if X.shape[1] else None
-        prob[te] = lr.predict_proba(xs.transform(X[te].fillna(med)))[:, 1] if lr is not None else 0.5
-        if len(set(y[te])) == 2: fold_auc[int(k)] = float(roc_auc_score(y[te], prob[te]))
-    single = {c: float(roc_auc_score(y, X[c].fillna(X[c].median()))) for c in X}
-    auc = float(roc_auc_score(y, prob))
-    return dict(auc=auc, fold_auc=fold_auc, feature_auc=single, features=list(X.columns),
-                constant=[c for c in features if c not in X], n_images=int(len(y)), n_malignant=int(y.sum()),
-                passes=bool(abs(auc - 0.5) <= PROBE_BAND), band=PROBE_BAND)
+    from tsbn_nb.probes import probe                  # the probe itself, with its CI, lives in 03b_probes
+    return probe(features, labels, folds, groups=None)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from .core import TsbnError, atomic_write_json
 from .registry import ALGORITHMS, did_you_mean
+from .health import run_health
 
 # %% auto #0
 __all__ = ['RECORD_SCHEMA', 'PREDICTION_KEYS', 'RunRecord']
@@ -30,6 +31,7 @@ class RunRecord:
     synthetic: bool|None = None
     metrics: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+    health: dict|None = None                        # `run_health` of predictions and history (None: computed here)
     weights: str = 'unknown'
     weights_info: dict|None = None
     w_pos_used: float|None = None
@@ -39,6 +41,13 @@ class RunRecord:
     provenance: dict = field(default_factory=dict)
     schema: int = RECORD_SCHEMA
     extra: dict = field(default_factory=dict)       # keys this version does not know (a newer writer's), kept on rewrite
+
+    def __post_init__(self):
+        "A record without a health verdict (written before it existed) gets it from its predictions and history."
+        if self.health is None: self.health = run_health([p.get('prob') for p in self.predictions], self.history)
+
+    @property
+    def healthy(self) -> bool: return bool(self.health.get('healthy', True))
 
     @property
     def is_synthetic(self) -> bool:
@@ -80,9 +89,13 @@ class RunRecord:
         for i, p in enumerate(preds):
             miss = [k for k in PREDICTION_KEYS if p.get(k) is None]
             if miss: raise TsbnError(f"{source}: prediction {i} lacks {miss}; every entry needs {', '.join(PREDICTION_KEYS)}")
+        if not isinstance(d.get('history', []), list): raise TsbnError(f"{source}: history must be a list of objects")
+        if d.get('health') is not None and not isinstance(d['health'], dict):
+            raise TsbnError(f"{source}: health must be an object (or absent: it is then computed); delete it or rerun that fold")
         known = {f.name for f in fields(cls)} - {'extra'}
-        return cls(**{k: v for k, v in d.items() if k in known and k != 'schema'}, schema=schema,
-                   extra={k: v for k, v in d.items() if k not in known})
+        try: return cls(**{k: v for k, v in d.items() if k in known and k != 'schema'}, schema=schema,
+                        extra={k: v for k, v in d.items() if k not in known})
+        except TsbnError as e: raise TsbnError(f"{source}: {e}") from None
 
     @classmethod
     def read(cls, path) -> 'RunRecord':

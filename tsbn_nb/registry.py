@@ -70,7 +70,8 @@ def plot_style(i:int) -> tuple:
     return a.line, a.marker
 
 # %% ../nbs/00a_registry.ipynb #c898b5b3
-HARDWARE_KEYS = ('device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every')   # change speed, not results
+HARDWARE_KEYS = ('device', 'num_workers', 'amp', 'channels_last', 'checkpoint_every', 'adam')   # speed, not results
+                                                         # (amp, channels_last and adam change the last bits)
 IDENTITY_KEYS = ('algorithm', 'fold', 'seed')                                             # name a run of a sweep
 
 def comparable(cfg:dict,                    # a config dict (as recorded, maybe by an older package)

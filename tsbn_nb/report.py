@@ -9,16 +9,19 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 from .registry import ALGORITHMS, DISPLAY_NAMES, REGISTRY, HARDWARE_KEYS, IDENTITY_KEYS, plot_style
 from .record import RunRecord
+from .health import run_label
 from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write_json, complete_config
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'PROBE_FILE', 'config_differences',
-           'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2', 'seed_noise', 'noise_paragraph',
-           'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2', 'dataset_kind',
-           'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph', 'write_manifest', 'fmt_ci',
+__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'DAGGER', 'NOISE_CAPTION', 'PROBE_FILE',
+           'PROBE_NAMES', 'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2',
+           'mark_unhealthy', 'health_note', 'seed_noise', 'noise_paragraph', 'format_noise', 'compare_with_paper',
+           'format_comparison', 'to_markdown', 'to_latex', 'write_table2', 'dataset_kind', 'table2_caption',
+           'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph', 'write_manifest', 'fmt_ci', 'probe_rows',
            'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
@@ -64,6 +67,7 @@ def _read_record(path:Path, root:Path) -> tuple[dict, pd.DataFrame]:
                profile=rec.profile if rec.profile != 'unknown' else cfg.get('profile', 'unknown'), synthetic=rec.is_synthetic,
                weights='imagenet' if wsrc.lower().startswith('imagenet') else wsrc, weights_source=wsrc, dataset=data,
                n_images=len(pr), n_patients=pr.patient_id.nunique(), **m,
+               healthy=rec.healthy, health=str(rec.health.get('reason', '')), spread=rec.health.get('spread'),
                version=prov.get('version', 'unknown'), git_commit=prov.get('git_commit', 'unknown'),
                data_fingerprint=prov.get('data_fingerprint', 'unknown'), device=prov.get('device', 'unknown'),
                wall_time_s=prov.get('wall_time_s', float('nan')), config=cfg)
@@ -133,7 +137,11 @@ def table2(runs:pd.DataFrame, # per-run table from `load_runs`
     rows = []
     for a in [a for a in ALGORITHMS if a in set(runs.algorithm)]:
         d = runs[runs.algorithm == a]
-        row = dict(algorithm=a, method=DISPLAY_NAMES[a], n_runs=len(d), n_folds=d.fold.nunique(), n_seeds=d.seed.nunique())
+        ok = d.healthy.astype(bool) if 'healthy' in d else pd.Series(True, index=d.index)
+        good = [s for s, g in ok.groupby(d.seed.to_numpy()) if g.all()]     # seeds whose runs are all healthy
+        row = dict(algorithm=a, method=DISPLAY_NAMES[a], n_runs=len(d), n_folds=d.fold.nunique(), n_seeds=d.seed.nunique(),
+                   n_unhealthy=int((~ok).sum()), n_seeds_healthy=len(good),
+                   unhealthy='; '.join(f"{run_label(a, r.fold, r.seed)}: {r.health}" for r in d[~ok].itertuples()))
         for m in METRICS:
             v = 100 * d[m].astype(float)
             if v.isna().any(): warnings.warn(f"{DISPLAY_NAMES[a]}: {m} is undefined in {int(v.isna().sum())} run(s), left out of the mean")
@@ -141,6 +149,7 @@ def table2(runs:pd.DataFrame, # per-run table from `load_runs`
             means, stds = by.mean(), by.std(ddof=1)              # per seed: the paper's mean ± std over folds
             row[f'{m}_mean'], row[f'{m}_std'] = means.mean(), stds.mean()
             row[f'{m}_seed_sd'] = means.std(ddof=1) if len(means) > 1 else float('nan')
+            row[f'{m}_seed_sd_healthy'] = means[good].std(ddof=1) if len(good) > 1 else float('nan')   # the noise floor's
         rows.append(row)
     return pd.DataFrame(rows).set_index('method')
 
@@ -160,57 +169,140 @@ def fmt_pm(mean:float, std:float, digits:int=2) -> str:
     return f'{mean:.{digits}f}' if std is None or np.isnan(std) else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 def format_table2(t2:pd.DataFrame, digits:int=2) -> pd.DataFrame:
-    "Table II as strings 'mean ± std', columns named as in the paper (Accuracy, ..., F1, AUC)."
-    return pd.DataFrame({METRIC_NAMES[m]: [fmt_pm(a, b, digits) for a, b in zip(t2[f'{m}_mean'], t2[f'{m}_std'])]
-                         for m in METRICS}, index=t2.index.rename('Methods'))
+    "Table II as strings 'mean ± std', columns named as in the paper (Accuracy, ..., AUC); † marks unhealthy runs."
+    return mark_unhealthy(pd.DataFrame({METRIC_NAMES[m]: [fmt_pm(a, b, digits) for a, b in zip(t2[f'{m}_mean'], t2[f'{m}_std'])]
+                                        for m in METRICS}, index=t2.index.rename('Methods')), t2)
+
+DAGGER = '†'             # after the name of an algorithm with unhealthy runs (Table II and its comparison with the paper)
+
+def _unhealthy_runs(n:int) -> str: return f"{int(n)} unhealthy run" + ('' if int(n) == 1 else 's')
+
+def _n_unhealthy(t2:pd.DataFrame) -> pd.Series:
+    return t2['n_unhealthy'] if 'n_unhealthy' in t2 else pd.Series(0, index=t2.index)
+
+def mark_unhealthy(txt:pd.DataFrame, # a table of strings indexed by display name
+                   t2:pd.DataFrame, # output of `table2` (its n_unhealthy)
+                  ) -> pd.DataFrame:
+    "`txt` with a dagger after the name of every algorithm that has unhealthy runs."
+    bad = set(t2.index[_n_unhealthy(t2) > 0])
+    return txt.rename(index=lambda n: f'{n}{DAGGER}' if n in bad else n)
+
+def health_note(t2:pd.DataFrame, # output of `table2`
+               ) -> str:
+    "The note under Table II: every unhealthy run and why ('' when all runs are healthy)."
+    bad = t2[_n_unhealthy(t2) > 0]
+    if bad.empty: return ''
+    return (f"{DAGGER} Algorithm with unhealthy runs (constant predictions, an exploded or flat loss, non-finite values): "
+            "its numbers describe runs that learned nothing and are not results; the statistics do not compare it and "
+            "the noise floor leaves those runs out. "
+            + ' '.join(f"{n}, {int(r.n_unhealthy)} of {int(r.n_runs)} runs: {r.unhealthy}." for n, r in bad.iterrows()))
 
 # %% ../nbs/09_report.ipynb #381a3510
+def _pooled_sd(sd, # each algorithm's seed-to-seed standard deviation (NaN: not measured)
+               n, # each algorithm's number of seeds behind it
+              ) -> tuple[float, int]:
+    "(σ pooled over the algorithms with n ≥ 2, √(Σ(n−1)·s² / Σ(n−1)), and its degrees of freedom Σ(n−1))."
+    df, sd = np.asarray(n, float) - 1, np.asarray(sd, float)
+    ok = (df > 0) & np.isfinite(sd)
+    dof = int(df[ok].sum())
+    return (float(np.sqrt((df[ok] * sd[ok] ** 2).sum() / dof)) if dof else float('nan')), dof
+
+def _t(level:float, df:int) -> float:
+    "Two-sided Student's t quantile of `level` with `df` degrees of freedom (NaN for df < 1)."
+    return float(student_t.ppf(0.5 + level / 2, df)) if df >= 1 else float('nan')
+
 def seed_noise(t2:pd.DataFrame, # output of `table2`
                reference:str='resnet', # baseline of the comparisons
-               z:float=1.96, # normal quantile of the floor (1.96: 5% two-sided)
+               level:float=0.95, # two-sided level of the floor (Student's t with the degrees of freedom σ has)
               ) -> pd.DataFrame:
-    "Per algorithm and metric (%): mean difference from `reference`, its run-to-run noise floor, and whether it exceeds it."
+    "Per algorithm and metric (%): difference from `reference`, its noise floor (pooled σ), whether it exceeds it; own σ and floor."
     ref = t2[t2.algorithm == reference]
-    # σ pooled over algorithms: a standard deviation from 2-3 seeds alone is too unsteady to judge one algorithm by
-    sigma = {m: float(np.sqrt(np.nanmean(t2[f'{m}_seed_sd'].to_numpy(float) ** 2))) if t2[f'{m}_seed_sd'].notna().any()
-             else float('nan') for m in METRICS}
+    n = t2.n_seeds_healthy.to_numpy(float)                  # seeds whose runs are all healthy
+    pooled = {m: _pooled_sd(t2[f'{m}_seed_sd_healthy'], n) for m in METRICS}
+    sigma, dof = {m: v[0] for m, v in pooled.items()}, {m: v[1] for m, v in pooled.items()}
+    t = {m: _t(level, dof[m]) for m in METRICS}
+    ref_ok = not ref.empty and int(ref.n_unhealthy.iloc[0]) == 0
     rows = []
     for name, r in t2.iterrows():
-        row = dict(algorithm=r.algorithm, method=name, n_seeds=int(r.n_seeds))
+        k = int(r.n_seeds_healthy)
+        compared = ref_ok and r.algorithm != reference and int(r.n_unhealthy) == 0
+        row = dict(algorithm=r.algorithm, method=name, n_seeds=int(r.n_seeds), n_seeds_healthy=k, df=max(k - 1, 0),
+                   n_unhealthy=int(r.n_unhealthy), compared=compared)
         for m in METRICS:
             d = fl = float('nan')
             if not ref.empty and r.algorithm != reference:
                 S = min(int(r.n_seeds), int(ref.n_seeds.iloc[0]))
                 d = r[f'{m}_mean'] - ref[f'{m}_mean'].iloc[0]
-                fl = z * sigma[m] * math.sqrt(2 / S)
-            row |= {f'{m}_diff': d, f'{m}_floor': fl, f'{m}_exceeds': bool(abs(d) > fl) if not np.isnan(fl) else False}
+                fl = t[m] * sigma[m] * math.sqrt(2 / S)
+            own = r[f'{m}_seed_sd_healthy']
+            row |= {f'{m}_diff': d, f'{m}_floor': fl, f'{m}_exceeds': bool(compared and abs(d) > fl),
+                    f'{m}_sigma': own, f'{m}_floor_own': _t(level, k - 1) * math.sqrt(2) * own}
         rows.append(row)
     out = pd.DataFrame(rows).set_index('method')
-    out.attrs.update(reference=reference, z=z, n_seeds=int(t2.n_seeds.min()), sigma=sigma,
-                     floor_single={m: z * math.sqrt(2) * s for m, s in sigma.items()})
+    out.attrs.update(reference=reference, level=level, t=t, df=dof, n_seeds=int(t2.n_seeds.min()), sigma=sigma,
+                     n_pooled=int((n > 1).sum()), floor_single={m: t[m] * math.sqrt(2) * s for m, s in sigma.items()})
     return out
+
+def _df_text(df:dict) -> str:
+    "'10 degrees of freedom', or one count per metric when they differ."
+    if len(set(df.values())) == 1: return f"{df['auc']} degrees of freedom"
+    return 'degrees of freedom ' + ', '.join(f'{METRIC_NAMES[m]} {v}' for m, v in df.items())
+
+def _noise_head(noise:pd.DataFrame) -> str:
+    "The pooled σ, its degrees of freedom and the pooled floors (single runs, S-seed means)."
+    a, S = noise.attrs, noise.attrs['n_seeds']
+    bad = noise[noise.n_unhealthy > 0]
+    left = ', '.join(f'{n} ({_unhealthy_runs(r.n_unhealthy)})' for n, r in bad.iterrows())
+    left = f'; the seeds with unhealthy runs left out: {left}' if left else ''
+    sig = ', '.join(f"{METRIC_NAMES[m]} {a['sigma'][m]:.2f}" for m in METRICS)
+    fl = ', '.join(f"{METRIC_NAMES[m]} {a['floor_single'][m]:.2f}" for m in METRICS)
+    q = f"{0.5 + a['level'] / 2:.1%}".replace('.0%', '%')
+    return (f"Run-to-run noise ({S} seeds; same data, folds and code; healthy runs only{left}): the seed-to-seed standard "
+            f"deviation σ of a fold-averaged metric, pooled over the {a['n_pooled']} algorithms with at least two healthy "
+            f"seeds, is {sig} points, with {_df_text(a['df'])} (the sum over those algorithms of their seeds − 1). Noise floor: "
+            f"two single-seed runs (as in a one-seed paper) must differ by more than t·√2·σ, t = {a['t']['auc']:.2f} (the "
+            f"{q} quantile of Student's t with {a['df']['auc']} degrees of freedom), = {fl} points to stand out from this noise; for "
+            f"{S}-seed means the floor is √{S} times lower: "
+            + ', '.join(f"{METRIC_NAMES[m]} {a['floor_single'][m] / math.sqrt(S):.2f}" for m in METRICS) + '. ')
 
 def noise_paragraph(noise:pd.DataFrame, # output of `seed_noise`
                    ) -> str:
-    "The report's statement of run-to-run noise and of the differences from the reference that exceed it."
+    "The report's statement of run-to-run noise (pooled and per algorithm) and of the differences from the reference that exceed it."
     a, ref = noise.attrs, DISPLAY_NAMES.get(noise.attrs.get('reference'), noise.attrs.get('reference'))
     S = a.get('n_seeds', 1)
-    if S < 2 or np.isnan(a['sigma']['auc']):
-        return ("Run-to-run noise is not measured: every algorithm has one seed. Rerun with several seeds "
-                "(tsbn reproduce --seeds 0 1 2) before reading differences between algorithms.")
-    sig = ', '.join(f"{METRIC_NAMES[m]} {a['sigma'][m]:.2f}" for m in METRICS)
-    fl = ', '.join(f"{METRIC_NAMES[m]} {a['floor_single'][m]:.2f}" for m in METRICS)
-    txt = (f"Run-to-run noise ({S} seeds; same data, folds and code): the seed-to-seed standard deviation of a "
-           f"fold-averaged metric, pooled over algorithms, is {sig} points. Noise floor: two single-seed runs (as in a "
-           f"one-seed paper) must differ by more than 1.96·√2·σ = {fl} points to stand out from this noise; for "
-           f"{S}-seed means the floor is √{S} times lower: " + ', '.join(f"{METRIC_NAMES[m]} {a['floor_single'][m] / math.sqrt(S):.2f}"
-                                                                     for m in METRICS) + '. ')
+    if S < 2: return ("Run-to-run noise is not measured: every algorithm has one seed. Rerun with several seeds "
+                      "(tsbn reproduce --seeds 0 1 2) before reading differences between algorithms.")
+    if np.isnan(a['sigma']['auc']): return "Run-to-run noise is not measured: no algorithm has two seeds whose runs are all healthy."
+    txt = _noise_head(noise)
+    own, none = noise[noise.df > 0], noise[noise.df == 0]
+    txt += ("Per algorithm, from its own σ (t with its healthy seeds − 1 degrees of freedom), the AUC floor of two single-seed "
+            "runs is " + ', '.join(f"{n} {r.auc_floor_own:.2f} ({int(r.df)} df)" for n, r in own.iterrows())
+            + (f"; not measured for {', '.join(none.index)} (fewer than two healthy seeds)" if len(none) else '') + '. ')
     others = noise[noise.algorithm != a.get('reference')]
     cell = lambda r, m: f"{METRIC_NAMES[m]} {r[m + '_diff']:+.2f} (floor {r[m + '_floor']:.2f})"
     hits = [f"{n} ({', '.join(cell(r, m) for m in METRICS if r[m + '_exceeds'])})"
             for n, r in others.iterrows() if any(r[m + '_exceeds'] for m in METRICS)]
     txt += (f"Differences of the {S}-seed means from {ref} that exceed their floor: " + ('; '.join(hits) if hits else 'none') + '.')
+    out = others[~others.compared.astype(bool)]
+    base = noise[noise.algorithm == a.get('reference')]
+    if len(base) and int(base.n_unhealthy.iloc[0]):
+        txt += f" Not compared: {ref} itself has {_unhealthy_runs(base.n_unhealthy.iloc[0])}."
+    elif len(out): txt += " Not compared: " + '; '.join(f"{n} ({_unhealthy_runs(r.n_unhealthy)})" for n, r in out.iterrows()) + '.'
     return txt
+
+NOISE_CAPTION = ("**Noise floor of two single-seed runs (percentage points): t·√2·σ, per algorithm from the seed-to-seed SD σ "
+                 "of its healthy seeds with Student's t at its df = healthy seeds − 1, and pooled over algorithms (last row, "
+                 "df = the sum of theirs); for S-seed means divide by √S. Unhealthy runs are left out.**")
+
+def format_noise(noise:pd.DataFrame, # output of `seed_noise`
+                ) -> pd.DataFrame:
+    "The noise floor of two single-seed runs (t·√2·σ, points) per algorithm from its own σ, and pooled (last row), as strings."
+    a, f = noise.attrs, lambda v: '–' if v is None or np.isnan(v) else f'{v:.2f}'
+    rows = {n: [f"{int(r.n_seeds_healthy)} of {int(r.n_seeds)}", str(int(r.df))] + [f(r[f'{m}_floor_own']) for m in METRICS]
+            for n, r in noise.iterrows()}
+    rows[f"pooled ({a['n_pooled']} algorithms)"] = ['', str(a['df']['auc'])] + [f(a['floor_single'][m]) for m in METRICS]
+    out = pd.DataFrame.from_dict(rows, orient='index', columns=['healthy seeds', 'df'] + [METRIC_NAMES[m] for m in METRICS])
+    return mark_unhealthy(out.rename_axis('Methods'), noise)
 
 # %% ../nbs/09_report.ipynb #71f19525
 def compare_with_paper(t2:pd.DataFrame, # output of `table2`
@@ -241,31 +333,35 @@ def format_comparison(cmp:pd.DataFrame, digits:int=2) -> pd.DataFrame:
 # %% ../nbs/09_report.ipynb #49045dfb
 def to_markdown(df:pd.DataFrame, # table of strings (index = first column)
                 caption:str='', # paragraph written above the table
+                note:str='', # paragraph written below the table (e.g. `health_note`)
                ) -> str:
-    "A GitHub-flavoured Markdown table (index as the first column), caption above."
+    "A GitHub-flavoured Markdown table (index as the first column), caption above, note below."
     cols = [df.index.name or ''] + [str(c) for c in df.columns]
     esc = lambda s: str(s).replace('|', r'\|')
     lines = ['| ' + ' | '.join(map(esc, cols)) + ' |', '|' + '|'.join(['---'] + [':---:'] * len(df.columns)) + '|']
     lines += ['| ' + ' | '.join(map(esc, [i] + list(r))) + ' |' for i, r in zip(df.index, df.itertuples(index=False))]
-    return (f'{caption}\n\n' if caption else '') + '\n'.join(lines) + '\n'
+    return (f'{caption}\n\n' if caption else '') + '\n'.join(lines) + '\n' + (f'\n{note}\n' if note else '')
 
 def _tex(s) -> str:
     s = str(s)
     for a, b in [('\\', r'\textbackslash{}'), ('&', r'\&'), ('%', r'\%'), ('#', r'\#'), ('_', r'\_'),
                  ('$', r'\$'), ('{', r'\{'), ('}', r'\}'), ('~', r'\textasciitilde{}'), ('^', r'\textasciicircum{}')]:
         s = s.replace(a, b) if a != '\\' else s.replace(a, '\0')
-    return s.replace('\0', r'\textbackslash{}').replace('±', r'$\pm$').replace('Δ', r'$\Delta$').replace('–', '--')
+    s = s.replace('\0', r'\textbackslash{}').replace('±', r'$\pm$').replace('Δ', r'$\Delta$').replace('–', '--')
+    return s.replace('†', r'\textsuperscript{\textdagger}')
 
 def to_latex(df:pd.DataFrame, # table of strings (index = first column)
              caption:str='', # table caption
              label:str='tab:table2', # LaTeX label
+             note:str='', # small print below the table (e.g. `health_note`)
             ) -> str:
-    "A booktabs LaTeX table (needs \\usepackage{booktabs}); special characters escaped."
+    "A booktabs LaTeX table (needs \\usepackage{booktabs}), note below it; special characters escaped."
     head = ' & '.join(_tex(c) for c in [df.index.name or ''] + list(df.columns)) + r' \\'
     body = '\n'.join(' & '.join(_tex(c) for c in [i] + list(r)) + r' \\' for i, r in zip(df.index, df.itertuples(index=False)))
     return '\n'.join([r'\begin{table}[t]', r'\centering', rf'\caption{{{_tex(caption)}}}', rf'\label{{{label}}}',
                       r'\begin{tabular}{l' + 'c' * len(df.columns) + '}', r'\toprule', head, r'\midrule', body,
-                      r'\bottomrule', r'\end{tabular}', r'\end{table}', ''])
+                      r'\bottomrule', r'\end{tabular}'] + ([r'\par\smallskip{\footnotesize ' + _tex(note) + '}'] if note else [])
+                     + [r'\end{table}', ''])
 
 # %% ../nbs/09_report.ipynb #76e89b3f
 def write_table2(t2:pd.DataFrame, # output of `table2`
@@ -276,11 +372,12 @@ def write_table2(t2:pd.DataFrame, # output of `table2`
     "Write table2.{csv,md,tex} and table2_vs_paper.{csv,md,tex} atomically; return {name: path}."
     out = Path(out_dir); paths = {}
     cap_cmp = caption + ' Each cell: ours / paper (Δ = ours − paper, percentage points).'
+    note = health_note(t2)                          # the runs behind a † and why
     for stem, num, txt, cap in [('table2', t2, format_table2(t2), caption),
-                                ('table2_vs_paper', cmp, format_comparison(cmp), cap_cmp)]:
+                                ('table2_vs_paper', cmp, mark_unhealthy(format_comparison(cmp), t2), cap_cmp)]:
         paths[f'{stem}_csv'] = atomic_write_text(out / f'{stem}.csv', num.to_csv(float_format='%.6g'))
-        paths[f'{stem}_md'] = atomic_write_text(out / f'{stem}.md', to_markdown(txt, f'**{cap}**'))
-        paths[f'{stem}_tex'] = atomic_write_text(out / f'{stem}.tex', to_latex(txt, cap, f'tab:{stem.replace("_", "-")}'))
+        paths[f'{stem}_md'] = atomic_write_text(out / f'{stem}.md', to_markdown(txt, f'**{cap}**', note))
+        paths[f'{stem}_tex'] = atomic_write_text(out / f'{stem}.tex', to_latex(txt, cap, f'tab:{stem.replace("_", "-")}', note))
     return paths
 
 # %% ../nbs/09_report.ipynb #f5a3ff30
@@ -334,6 +431,11 @@ def table2_caption(runs:pd.DataFrame, # per-run table from `load_runs`
                 f"{cfg0.get('alpha', '?')} here is α·k on Eq. 2's scale.")
     missing = [DISPLAY_NAMES[a] for a in ALGORITHMS if a not in set(runs.algorithm)]
     if missing: cap += f' Not run: {", ".join(missing)}.'
+    bad = runs[~runs.healthy.astype(bool)] if 'healthy' in runs else runs.iloc[:0]
+    if len(bad):
+        cap += (f' {DAGGER} Algorithm with unhealthy runs ({len(bad)} of {len(runs)} runs: ' +
+                ', '.join(f'{DISPLAY_NAMES[a]} {n}' for a, n in bad.algorithm.value_counts(sort=False).items()) +
+                '; each named below the table with the reason): not a result.')
     diff = config_differences(runs)
     if diff: cap += f' WARNING: runs with different settings ({", ".join(diff)}) are reported together.'
     return cap
@@ -389,6 +491,12 @@ def fig4(pooled:pd.DataFrame, # prediction table from `load_runs` (or `pooled_by
     return paths
 
 # %% ../nbs/09_report.ipynb #e4dead13
+def _unhealthy_counts(runs:pd.DataFrame|None) -> dict:
+    "{algorithm: its number of unhealthy runs, over all seeds} for the algorithms that have any ({} without `runs`)."
+    if runs is None or 'healthy' not in runs: return {}
+    n = (~runs.healthy.astype(bool)).groupby(runs.algorithm.to_numpy()).sum()
+    return {a: int(k) for a, k in n.items() if k}
+
 def stats_table(pooled:pd.DataFrame, # prediction table from `load_runs`
                 n_boot:int=2000, # bootstrap replicates
                 seed:int=0, # seed of the patient draws (the same draws for every algorithm)
@@ -396,9 +504,11 @@ def stats_table(pooled:pd.DataFrame, # prediction table from `load_runs`
                 threshold:float=0.5, # decision threshold of the threshold metrics
                 alpha:float=0.05, # 1 - confidence level, and the significance level
                 run_seed:int|None=None, # the runs compared: those of this training seed (default: the smallest)
+                runs:pd.DataFrame|None=None, # per-run table from `load_runs`: algorithms with unhealthy runs are not compared
                ) -> pd.DataFrame:
     "Per algorithm: pooled metrics with patient-bootstrap CIs (%), and the comparison with `reference` (clustered DeLong + Holm)."
     run_seed = int(pooled.seed.min()) if run_seed is None else int(run_seed)
+    bad = _unhealthy_counts(runs)               # an algorithm that learned nothing in some seed is not ranked on the others
     img = pooled_by_image(pooled[pooled.seed == run_seed])
     algs = [a for a in ALGORITHMS if a in set(img.algorithm)]
     ref = img[img.algorithm == reference].set_index('image_id') if reference in algs else None
@@ -407,9 +517,9 @@ def stats_table(pooled:pd.DataFrame, # prediction table from `load_runs`
         d = img[img.algorithm == a]
         ci = bootstrap_ci(d.label.to_numpy(), d.prob.to_numpy(), d.patient_id.to_numpy(), METRICS, n_boot, seed, alpha, threshold)
         row = dict(algorithm=a, method=DISPLAY_NAMES[a], n_images=len(d), n_patients=d.patient_id.nunique(),
-                   n_seeds=int(d.n_seeds.max()), n_boot=n_boot, n_boot_skipped=ci.n_skipped)
+                   n_seeds=int(d.n_seeds.max()), n_boot=n_boot, n_boot_skipped=ci.n_skipped, n_unhealthy=bad.get(a, 0))
         for m in METRICS: row[m], row[f'{m}_lo'], row[f'{m}_hi'] = 100 * ci.estimate[m], 100 * ci.lo[m], 100 * ci.hi[m]
-        if ref is not None and a != reference:
+        if ref is not None and a != reference and not bad.get(a) and not bad.get(reference):
             j = d.set_index('image_id').join(ref[['label', 'prob']], rsuffix='_ref', how='inner')
             if len(j) < len(d) or len(j) < len(ref):
                 warnings.warn(f"{DISPLAY_NAMES[a]} vs {DISPLAY_NAMES[reference]}: compared on the {len(j)} images both predicted")
@@ -428,10 +538,16 @@ def stats_table(pooled:pd.DataFrame, # prediction table from `load_runs`
         st['auc_p_holm'] = holm(st.auc_p.to_numpy())             # clustered by patient: the test the report uses
         st['auc_supported'] = st.auc_p_holm < alpha
     st.attrs.update(reference=reference, alpha=alpha, n_boot=n_boot, run_seed=run_seed,
-                    n_seeds=int(pooled.seed.nunique()))
+                    n_seeds=int(pooled.seed.nunique()), unhealthy=bad)
     return st
 
 # %% ../nbs/09_report.ipynb #2128f9ef
+def _not_compared(stats:pd.DataFrame) -> str:
+    "'Not compared: <algorithm> (N unhealthy runs); …. ' for the algorithms `stats_table` left out ('' if none)."
+    skip = stats[stats.n_unhealthy > 0] if 'n_unhealthy' in stats else stats.iloc[:0]
+    return ("Not compared, no claim made: " + '; '.join(f"{n} ({_unhealthy_runs(r.n_unhealthy)})" for n, r in skip.iterrows())
+            + '. ') if len(skip) else ''
+
 def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
                    ) -> str:
     "A short paragraph: which differences vs the reference are statistically supported (Holm-adjusted DeLong, alpha)."
@@ -443,8 +559,13 @@ def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
             f"{int(stats.n_patients.max())} patients; 95% percentile bootstrap CIs with patients resampled, {B} replicates"
             + (f"; the runs of seed {s0}, one of {S}" if S > 1 else '') + "). ")
     if base.empty: return head + f"{rname} has no runs, so no algorithm is compared with it."
-    if 'delong_p' not in stats: return head + f"Only {rname} has runs: there is nothing to compare."
-    others = stats[stats.algorithm != ref]
+    if n_ref := stats.attrs.get('unhealthy', {}).get(ref):
+        return head + f"{rname} has {_unhealthy_runs(n_ref)}, so no algorithm is compared with it (no claim is made)."
+    skipped = _not_compared(stats)
+    if 'delong_p' not in stats:
+        return head + (skipped + f"No other algorithm is compared with {rname}." if skipped else
+                       f"Only {rname} has runs: there is nothing to compare.")
+    others = stats[(stats.algorithm != ref) & stats.auc_diff.notna()]
     k = int(others.auc_p.notna().sum())
     txt = head + (f"AUC against {rname} (AUC {base.auc.iloc[0] / 100:.3f}), DeLong's paired test clustered by patient "
                   f"(Obuchowski) with Holm's correction over the {k} comparisons at α = {alpha}: ")
@@ -455,8 +576,10 @@ def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
     txt += '; '.join(parts) + '. '
     sup = others.index[others.auc_supported.astype(bool)].tolist()
     if not sup: txt += f"No AUC difference from {rname} is statistically supported. "
-    elif len(sup) == len(others): txt += f"Every algorithm's AUC differs from {rname}'s with statistical support. "
+    elif len(sup) == len(others):
+        txt += f"Every {'compared ' if skipped else ''}algorithm's AUC differs from {rname}'s with statistical support. "
     else: txt += f"A difference in AUC from {rname} is statistically supported for {', '.join(sup)} only. "
+    txt += skipped
     excl = []
     for name, r in others.iterrows():
         hits = [f"{METRIC_NAMES[m]} {r[f'd_{m}']:+.1f} [{r[f'd_{m}_lo']:+.1f}, {r[f'd_{m}_hi']:+.1f}]"
@@ -473,16 +596,18 @@ def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
 def write_manifest(runs:pd.DataFrame, # per-run table from `load_runs`
                    out_dir, # folder for manifest.json
                   ) -> Path:
-    "Write manifest.json: every run with its config, git commit, data fingerprint, device and wall time."
+    "Write manifest.json: every run with its config, git commit, data fingerprint, device, wall time and health."
     from tsbn_nb import __version__
     items = [dict(path=r.path, algorithm=r.algorithm, fold=int(r.fold), seed=int(r.seed), profile=r.profile,
                   weights=r.weights_source, version=r.version, git_commit=r.git_commit, data_fingerprint=r.data_fingerprint,
-                  device=r.device, wall_time_s=r.wall_time_s, metrics={m: r[m] for m in METRICS}, config=r.config)
+                  device=r.device, wall_time_s=r.wall_time_s, metrics={m: r[m] for m in METRICS}, config=r.config,
+                  healthy=bool(r.get('healthy', True)), health=str(r.get('health', '')))
              for _, r in runs.iterrows()]
     man = dict(report_version=__version__, n_runs=len(items),
                algorithms=[a for a in ALGORITHMS if a in set(runs.algorithm)],
                missing_algorithms=[a for a in ALGORITHMS if a not in set(runs.algorithm)],
                differing_settings=sorted(config_differences(runs)),
+               unhealthy_runs=[r.path for _, r in runs.iterrows() if not r.get('healthy', True)],
                total_wall_time_s=float(np.nansum(runs.wall_time_s.astype(float))), runs=items)
     return atomic_write_json(Path(out_dir) / 'manifest.json', man)
 
@@ -491,14 +616,53 @@ def fmt_ci(est:float, lo:float, hi:float, digits:int=1) -> str:
     "'est [lo, hi]' with `digits` decimals, '–' for NaN."
     return '–' if np.isnan(est) else f'{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
 
-PROBE_FILE = 'shortcut_probe.json'   # written by the sweep beside the runs (tsbn_nb.phantom.shortcut_probe)
+PROBE_FILE = 'shortcut_probe.json'   # written by the sweep beside the runs (tsbn_nb.sweep.write_probe, tsbn_nb.probes)
+PROBE_NAMES = {'global': 'global statistics', 'conspicuity': 'conspicuity (DoG, LoG, fine texture, local contrast)',
+               'combined': 'global + conspicuity'}   # the feature sets of `tsbn_nb.probes.network_input_probes`
+
+def _probe_cell(r:dict|None) -> str:
+    "'AUC [lo, hi], within' for one probe result (no CI in old files), '–' when it was not run."
+    if not r: return '–'
+    ci = f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" if r.get('ci') else ''
+    return f"{r['auc']:.3f}{ci}, " + ('within' if r['passes'] else 'OUTSIDE')
+
+def probe_rows(probe:dict) -> dict:
+    "{row name: (label probe, finding-only probe or None)}: the DICOM probe, then those on the network's input if any."
+    rows = {'global statistics, DICOM as read': (probe, None)}
+    ni = probe.get('network_input')
+    if ni:
+        h, w = ni['size']
+        rows |= {f'{PROBE_NAMES.get(k, k)}, network input {h}×{w}': (r, (ni.get('finding') or {}).get(k))
+                 for k, r in ni['label'].items()}
+    return rows
+
+def _input_probe_text(probe:dict, pooled_auc:pd.DataFrame) -> list:
+    "Markdown lines: every probe's AUC with its CI for the label and for findings only, and the networks against the strongest."
+    if not probe.get('network_input'): return []
+    rows = probe_rows(probe)
+    t = pd.DataFrame({'label: AUC [95% CI]': [_probe_cell(a) for a, _ in rows.values()],
+                      'malignant vs benign finding: AUC [95% CI]': [_probe_cell(b) for _, b in rows.values()]},
+                     index=pd.Index(list(rows), name='Probe'))
+    name, best = max(((n, a) for n, (a, _) in rows.items()), key=lambda kv: kv[1]['auc'])
+    top = best['ci'][1] if best.get('ci') else best['auc']
+    mean = pooled_auc.mean(axis=1) / 100
+    above = [f'{a} {v:.3f}' for a, v in mean.items() if v > top]
+    rest = [f'{a} {v:.3f}' for a, v in mean.items() if not v > top]
+    note = probe['network_input'].get('finding_note')
+    cap = (f"**Shortcut probes on the network's input** (`03b_probes`): pooled out-of-fold AUC [95% patient-bootstrap CI] "
+           f"of a logistic regression on each feature set under the same folds, and whether it lies within 0.50 ± "
+           f"{probe['band']:.2f}. " + (f"Finding-only probes: {note}. " if note else '')
+           + f"The strongest probe of the label ({name}) reaches {_probe_cell(best).rsplit(',', 1)[0]}; pooled AUC of "
+           f"each algorithm (mean over seeds) above its upper bound: {', '.join(above) or 'none'}; not above it: "
+           f"{', '.join(rest) or 'none'}. A network that does not beat it has not shown that it uses more than what the probe sees.")
+    return ['', to_markdown(t, cap)]
 
 def evidence_text(probe:dict|None, # contents of shortcut_probe.json, or None
                   pooled_auc:pd.DataFrame, # `pooled_auc_by_seed`
                   t2:pd.DataFrame, # `table2`
                   noise:pd.DataFrame, # `seed_noise`
                  ) -> str:
-    "Markdown: the shortcut probe beside the pooled AUCs, the AUC of each seed, and the run-to-run noise."
+    "Markdown: the shortcut probes beside the pooled AUCs, the AUC of each seed, and the run-to-run noise."
     ref = DISPLAY_NAMES['resnet']
     lines = ['**Shortcut probe and pooled AUC.** ']
     if probe is None:
@@ -514,6 +678,7 @@ def evidence_text(probe:dict|None, # contents of shortcut_probe.json, or None
             ra = pooled_auc.loc[ref]
             lines[0] += (f"{ref}'s pooled AUC is {ra.mean() / 100:.3f}" + (f" (mean of {len(ra)} seeds, {ra.min() / 100:.3f}–{ra.max() / 100:.3f})" if len(ra) > 1 else '')
                          + ('' if probe['passes'] else '; the data carry a global shortcut, so the CNNs may have learned it') + '.')
+        lines += _input_probe_text(probe, pooled_auc)
     fmt = pd.DataFrame({f'seed {s}': [f'{v:.2f}' for v in pooled_auc[s]] for s in pooled_auc.columns}, index=pooled_auc.index)
     if len(pooled_auc.columns) > 1:
         fmt['mean ± sd'] = [fmt_pm(m, s) for m, s in zip(pooled_auc.mean(axis=1), pooled_auc.std(axis=1, ddof=1))]
@@ -544,11 +709,11 @@ def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].js
         cap = table2_caption(runs, dataset)
         paths = write_table2(t2, cmp, tmp, cap)
         paths |= fig4(pooled, tmp, title=None)
-        st = stats_table(pooled, n_boot=n_boot, seed=seed, threshold=min(thr))
+        st = stats_table(pooled, n_boot=n_boot, seed=seed, threshold=min(thr), runs=runs)
         par = stats_paragraph(st)
         paths['stats_csv'] = atomic_write_text(tmp / 'stats.csv', st.to_csv(float_format='%.6g'))
         cols = {m: [fmt_ci(a, b, c) for a, b, c in zip(st[m], st[f'{m}_lo'], st[f'{m}_hi'])] for m in METRICS}
-        show = pd.DataFrame({METRIC_NAMES[m]: v for m, v in cols.items()}, index=st.index.rename('Methods'))
+        show = mark_unhealthy(pd.DataFrame({METRIC_NAMES[m]: v for m, v in cols.items()}, index=st.index.rename('Methods')), st)
         if 'auc_p' in st:
             show['AUC p vs ResNet, clustered (Holm)'] = [('–' if np.isnan(p) else f'{p:.2g} ({q:.2g})') for p, q in zip(st.auc_p, st.auc_p_holm)]
             show['image-level DeLong p'] = [('–' if np.isnan(p) else f'{p:.2g}') for p in st.delong_p]
@@ -559,6 +724,7 @@ def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].js
         paths['stats_paragraph'] = atomic_write_text(tmp / 'stats_paragraph.md', par + '\n')
         nz = seed_noise(t2)
         paths['noise_csv'] = atomic_write_text(tmp / 'noise.csv', nz.to_csv(float_format='%.6g'))
+        paths['noise_md'] = atomic_write_text(tmp / 'noise.md', to_markdown(format_noise(nz), NOISE_CAPTION))
         paths['evidence_md'] = atomic_write_text(tmp / 'evidence.md', evidence_text(probe, pa, t2, nz))
         paths['manifest'] = write_manifest(runs, tmp)
         tidy = pooled.rename(columns={'image_id': 'image', 'patient_id': 'patient', 'prob': 'probability'})

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_sweep.ipynb #217815cb
 from __future__ import annotations
-import json, os, signal, subprocess, sys, tempfile, threading, time
+import json, logging, os, signal, subprocess, sys, tempfile, threading, time
 from collections import Counter
 import pandas as pd
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -15,11 +15,13 @@ from tqdm.auto import tqdm
 from .core import TsbnError, get_config, atomic_write_json, hash_strings, pick_device
 from .registry import ALGORITHMS, config_diff
 from .record import RunRecord
+from .health import unhealthy_line
 from .train import record_path, run_name, record_conflict, RunLock
 
 # %% auto #0
-__all__ = ['find_notebook', 'RunSpec', 'record_state', 'is_done', 'plan', 'execute_run', 'stop_running', 'recorded_walls',
-           'bench_peaks', 'longest_first', 'plan_table', 'reproduce', 'write_probe', 'run_report']
+__all__ = ['find_notebook', 'RunSpec', 'record_state', 'is_done', 'plan', 'execute_run', 'run_notebook', 'stop_running',
+           'KernelServer', 'recorded_walls', 'bench_peaks', 'longest_first', 'plan_table', 'reproduce', 'write_probe',
+           'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -98,27 +100,54 @@ def plan(profile:str, data, out_dir, algorithms=ALGORITHMS, folds=None, seeds=(0
             for a in algos for s in seeds for f in folds]
 
 # %% ../nbs/10_sweep.ipynb #1da74552
-def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:float|None=None) -> dict:
+def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:float|None=None,
+                server:KernelServer|None=None, # this worker's `KernelServer`: papermill runs here, on a kernel forked from it; None: a papermill process of its own
+               ) -> dict:
     "Execute run_fold.ipynb for `spec` with papermill; return {'name','ok','auc','wall_s','notebook','error'}."
     nb = find_notebook('run_fold.ipynb')
-    env = dict(os.environ)
-    if threads:
-        for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): env[k] = str(threads)
-    if gpu is not None: env['CUDA_VISIBLE_DEVICES'] = str(gpu)
     spec.notebook.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
-        json.dump(spec.parameters(), f); params = f.name           # JSON is valid YAML
     t0 = time.perf_counter()
     out = {'name': spec.name, 'ok': False, 'wall_s': 0.0, 'notebook': str(spec.notebook), 'error': None, 'auc': None,
            'interrupted': False, 'skipped': False}
-    if _STOP.is_set():
-        os.unlink(params); return out | {'error': 'not started (interrupted)', 'skipped': True}
+    if _STOP.is_set(): return out | {'error': 'not started (interrupted)', 'skipped': True}
     try:
         with RunLock(spec.record.with_suffix('.lock')): pass       # trained by another sweep right now? then skip it
-    except TsbnError as e:
-        os.unlink(params); return out | {'error': str(e), 'skipped': True}
+    except TsbnError as e: return out | {'error': str(e), 'skipped': True}
+    err = run_notebook(nb, spec.notebook, spec.parameters(), server=server, threads=threads, gpu=gpu, timeout=timeout)
+    ok = err is None and spec.record.exists()
+    if not ok and err is None: err = f'the notebook ended without writing its record {spec.record}'
+    if not ok and _STOP.is_set(): out['interrupted'], err = True, 'interrupted (its checkpoint is kept for the rerun)'
+    out |= {'ok': ok, 'wall_s': round(time.perf_counter() - t0, 1), 'error': None if ok else err}
+    if ok: out['auc'] = json.loads(spec.record.read_text())['metrics'].get('auc')
+    return out
+
+def run_notebook(nb, # the notebook to execute (its `parameters` cell gets `parameters`)
+                 out, # the executed copy (written as papermill goes, kept when a cell fails)
+                 parameters:dict,
+                 server:KernelServer|None=None, # execute here, on a kernel forked from this warm `KernelServer`
+                 threads:int|None=None, gpu:str|None=None, # without `server`: the process's threads and GPU
+                 timeout:float|None=None, # seconds before the kernel is killed
+                ) -> str|None:
+    "Execute `nb` into `out` with papermill, in this process on a kernel of `server` or in a process of its own; the error line, or None."
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if server is not None: return _run_warm(Path(nb), Path(out), parameters, server, timeout)
+    return _run_process(Path(nb), Path(out), parameters, _run_env(threads, gpu), timeout)
+
+_THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
+
+def _run_env(threads:int|None=None, gpu:str|None=None) -> dict:
+    "This process's environment with a run's thread count and GPU."
+    env = dict(os.environ)
+    if threads: env |= {k: str(threads) for k in _THREAD_VARS}
+    if gpu is not None: env['CUDA_VISIBLE_DEVICES'] = str(gpu)
+    return env
+
+def _run_process(nb:Path, out:Path, parameters:dict, env:dict, timeout:float|None) -> str|None:
+    "Execute `nb` with `python -m papermill` in a process of its own (the Dask path, GPU runs); the error line, or None."
+    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
+        json.dump(parameters, f); params = f.name                  # JSON is valid YAML
     try:
-        cmd = [sys.executable, '-m', 'papermill', str(nb), str(spec.notebook), '-f', params,
+        cmd = [sys.executable, '-m', 'papermill', str(nb), str(out), '-f', params,
                '-k', 'python3', '--no-progress-bar', '--cwd', str(nb.parent)]
         # its own session: Ctrl-C reaches the sweep, which stops papermill and its kernel (see `stop_running`)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -126,18 +155,13 @@ def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:
         with _LOCK: _RUNNING.add(proc)
         try: _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_tree(proc); proc.communicate(); stderr = f'TimeoutError: timed out after {timeout} s'
+            _kill_tree(proc); proc.communicate(); return f'TimeoutError: timed out after {timeout} s'
         finally:
             with _LOCK: _RUNNING.discard(proc)
-        ok = proc.returncode == 0 and spec.record.exists()
-        err = None if ok else _last_error(stderr) or f'papermill exited with {proc.returncode}'
-        if not ok and _STOP.is_set(): out['interrupted'], err = True, 'interrupted (its checkpoint is kept for the rerun)'
     finally: os.unlink(params)
-    out |= {'ok': ok, 'wall_s': round(time.perf_counter() - t0, 1), 'error': err}
-    if ok: out['auc'] = json.loads(spec.record.read_text())['metrics'].get('auc')
-    return out
+    return None if proc.returncode == 0 else _last_error(stderr) or f'papermill exited with {proc.returncode}'
 
-_STOP, _LOCK, _RUNNING = threading.Event(), threading.Lock(), set()   # sweep-wide stop flag and live papermills
+_STOP, _LOCK, _RUNNING = threading.Event(), threading.Lock(), set()   # sweep-wide stop flag; live papermills and kernel servers
 
 def _kill_tree(proc, grace:float=5.0):
     "Terminate `proc` and every process below it (the kernel runs in its own session), SIGKILL after `grace` s."
@@ -153,7 +177,7 @@ def _kill_tree(proc, grace:float=5.0):
         except psutil.NoSuchProcess: pass
 
 def stop_running():
-    "Stop the sweep: no new run starts, and every running papermill and kernel is terminated (checkpoints stay)."
+    "Stop the sweep: no new run starts, and every running papermill, kernel server and kernel is terminated (checkpoints stay)."
     _STOP.set()
     with _LOCK: procs = list(_RUNNING)
     for p in procs: threading.Thread(target=_kill_tree, args=(p,), daemon=True).start()
@@ -164,6 +188,189 @@ def _last_error(stderr:str) -> str:
     for l in reversed(lines):
         if 'Error' in l or 'Exception' in l: return l[:500]
     return lines[-1][:500] if lines else ''
+
+# %% ../nbs/10_sweep.ipynb #7a3c5e10
+class KernelServer:
+    "One worker's warm kernels: a process that imports what the run notebook imports, once, and forks a fresh kernel per run."
+    def __init__(self, nb, # the notebook whose imports the server makes ahead (`_notebook_imports`)
+                 threads:int|None=None, # OMP/MKL/OpenBLAS threads of its kernels (read when torch loads: fixed per server)
+                 gpu:str|None=None, # CUDA_VISIBLE_DEVICES of its kernels
+                ):
+        self.nb, self.env = Path(nb), _run_env(threads, gpu)
+        self.env.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')   # what ipykernel sets at start
+        self.pins = {k: self.env[k] for k in (*_THREAD_VARS, 'CUDA_VISIBLE_DEVICES', 'MPLBACKEND') if k in self.env}
+        self.kernel, self.proc, self._lock = None, None, threading.Lock()
+        self.manager = _manager_class(self)                   # papermill's `kernel_manager_class` for this server
+        self._start()
+
+    def _start(self):
+        "Start the server process; it imports in the background (the first `fork` waits for it)."
+        self.log = tempfile.TemporaryFile('w+')               # the kernels' own stderr (their cells' output goes to the notebook)
+        self.proc = subprocess.Popen([sys.executable, '-c', 'from tsbn_nb.sweep import _serve; _serve()',
+                                      *_notebook_imports(self.nb)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=self.env, cwd=self.nb.parent, start_new_session=True)
+        with _LOCK: _RUNNING.add(self.proc)                   # Ctrl-C: `stop_running` kills it with its kernels
+
+    def fork(self, args:list, # ipykernel's arguments (-f CONNECTION_FILE ...)
+             cwd, env:dict, # the kernel's working directory and environment (this server's thread and GPU pins win)
+            ) -> _ForkedKernel:
+        "A fresh kernel forked from the server (started again first if it died, unless the sweep is stopping)."
+        with self._lock:
+            if _STOP.is_set(): raise TsbnError('interrupted: no new kernel')
+            if self.proc.poll() is not None: self.close(); self._start()
+            try:
+                self.proc.stdin.write(json.dumps(dict(args=args, cwd=str(cwd), env=env | self.pins)) + '\n')
+                self.proc.stdin.flush()
+                while (line := self.proc.stdout.readline()) and not line.startswith('kernel-pid '): pass
+            except OSError: line = ''
+            if not line: raise TsbnError(f"the kernel server of this worker exited ({self._log_tail() or 'no message'}): "
+                                         "rerun the same command; if it fails again, the package does not import")
+            self.kernel = _ForkedKernel(int(line.split()[1]))
+            return self.kernel
+
+    def _log_tail(self) -> str:
+        self.log.seek(0); return _last_error(self.log.read())
+
+    def kill_kernel(self):
+        "Kill the current kernel and what it started (a run past its timeout); the server stays."
+        if (k := self.kernel) is not None: _kill_tree(k, grace=2)
+
+    def close(self):
+        "Stop the server (its stdin closes and it exits; kernels still running exit with it)."
+        with _LOCK: _RUNNING.discard(self.proc)
+        try: self.proc.stdin.close()
+        except OSError: pass
+        try: self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired: _kill_tree(self.proc)
+        self.log.close()
+
+    def __enter__(self): return self
+    def __exit__(self, *_): self.close()
+
+class _ForkedKernel:
+    "The `subprocess.Popen` face of a kernel a `KernelServer` forked (not a child of this process: watched through psutil)."
+    stdin = stdout = stderr = None
+    def __init__(self, pid:int):
+        import psutil
+        self.pid = pid
+        try: self._p = psutil.Process(pid)
+        except psutil.NoSuchProcess: self._p = None           # died at once (its error is in the server's log)
+    def poll(self) -> int|None:
+        import psutil
+        try: return None if self._p and self._p.is_running() and self._p.status() != psutil.STATUS_ZOMBIE else -1
+        except psutil.NoSuchProcess: return -1
+    def wait(self, timeout:float|None=None) -> int:
+        t0 = time.monotonic()
+        while self.poll() is None:
+            if timeout is not None and time.monotonic() - t0 > timeout: raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return -1
+    def send_signal(self, sig:int):
+        import psutil
+        try: self._p and self._p.send_signal(sig)             # psutil refuses a recycled pid
+        except psutil.NoSuchProcess: pass
+    def terminate(self): self.send_signal(signal.SIGTERM)
+    def kill(self): self.send_signal(signal.SIGKILL)
+
+def _manager_class(server:KernelServer):
+    "A jupyter_client kernel manager class whose kernels `server` forks (for papermill's `kernel_manager_class`)."
+    import uuid
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning import LocalProvisioner
+    class ForkProvisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd, **kw):
+            if '-f' not in cmd: raise TsbnError(f"the python3 kernel spec starts {cmd}: no '-f CONNECTION_FILE' to fork a kernel with")
+            self.process = server.fork(cmd[cmd.index('-f'):], kw.get('cwd') or os.getcwd(), dict(kw.get('env') or os.environ))
+            self.pid = self.pgid = self.process.pid           # it leads a process group of its own (setsid)
+            self.cwd = kw.get('cwd')
+            return self.connection_info
+    class ForkKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.kernel_id = self.kernel_id or str(uuid.uuid4())
+            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+    return ForkKernelManager
+
+def _notebook_imports(nb) -> list[str]:
+    "The modules the code cells of notebook `nb` import (top-level `import` and `from ... import` statements), in order."
+    import ast
+    mods = []
+    for c in json.loads(Path(nb).read_text())['cells']:
+        if c['cell_type'] != 'code': continue
+        try: body = ast.parse(''.join(c['source'])).body
+        except SyntaxError: continue                          # a cell with magics: not plain Python
+        for n in body:
+            if isinstance(n, ast.Import): mods += [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.module and not n.level: mods.append(n.module)
+    return list(dict.fromkeys(mods))
+
+def _serve():
+    "The kernel server (its own process): import the modules named in argv, then fork a kernel for each request line on stdin."
+    import importlib
+    reply = os.fdopen(os.dup(1), 'w'); os.dup2(2, 1)         # replies on a copy of stdout; the kernels' fd 1 is the log
+    for m in ['ipykernel.kernelapp', *sys.argv[1:]]:
+        try: importlib.import_module(m)
+        except Exception: pass                                # the run's import cell shows the error, in its notebook
+    signal.signal(signal.SIGCHLD, _reap)
+    while line := sys.stdin.readline():
+        print('kernel-pid', _fork_kernel(json.loads(line), reply), file=reply, flush=True)
+
+def _reap(*_):
+    "SIGCHLD in the server: collect finished kernels at once (a dead kernel then disappears, which is how it is polled)."
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]: pass
+    except ChildProcessError: pass
+
+def _fork_kernel(req:dict, # args (ipykernel's arguments), cwd, env
+                 reply) -> int:
+    "Fork a kernel for `req`; return its pid once it leads a session of its own (as jupyter_client starts kernels)."
+    r, w = os.pipe()
+    if pid := os.fork():
+        os.close(w); os.read(r, 1); os.close(r)              # EOF: the kernel has called setsid
+        return pid
+    try:
+        os.close(r); reply.close(); os.setsid(); os.close(w)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.chdir(req['cwd']); os.environ.clear(); os.environ.update(req['env'], JPY_PARENT_PID=str(os.getppid()))
+        fd = os.open(os.devnull, os.O_RDONLY); os.dup2(fd, 0); os.close(fd)   # never the server's request pipe
+        import importlib.util
+        from ipykernel.kernelapp import IPKernelApp
+        sys.argv = [importlib.util.find_spec('ipykernel_launcher').origin, *req['args']]
+        # parent_handle: the kernel exits when the server does
+        IPKernelApp.launch_instance(argv=[*req['args'], f'--IPKernelApp.parent_handle={os.getppid()}'])
+        code = 0
+    except SystemExit as e: code = e.code if isinstance(e.code, int) else 0
+    except BaseException:
+        import traceback; traceback.print_exc(); code = 1
+    finally:
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)
+
+# papermill's log lines ('Kernel died ...' on a timeout or Ctrl-C) stay out of the sweep's output, as in its own process
+logging.getLogger('papermill').addHandler(logging.NullHandler())
+
+def _run_warm(nb:Path, out:Path, parameters:dict, server:KernelServer, timeout:float|None) -> str|None:
+    "Execute `nb` with papermill in this process, on a kernel forked from `server`; the error line, or None."
+    import papermill as pm
+    fired = threading.Event()
+    def expire(): fired.set(); server.kill_kernel()
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer: timer.daemon = True; timer.start()
+    try:   # resources' path: the kernel's working directory, beside the notebook (what `papermill --cwd` gives)
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name='python3', progress_bar=False,
+                            kernel_manager_class=server.manager, resources={'metadata': {'path': str(nb.parent)}},
+                            shutdown_kernel='immediate')
+        return None
+    except pm.PapermillExecutionError as e: return _first_line(f'{e.ename}: {e.evalue}')
+    except Exception as e:
+        if fired.is_set(): return f'TimeoutError: timed out after {timeout} s'
+        return _first_line(f'{type(e).__name__}: {e}')
+    finally:
+        if timer: timer.cancel()
+        server.kernel = None
+
+def _first_line(s:str) -> str:
+    return (s.strip().splitlines() or [''])[0][:500]
 
 # %% ../nbs/10_sweep.ipynb #5613718e
 def _fmt_s(s:float) -> str:
@@ -181,15 +388,29 @@ def _gpus() -> list[str]:
 
 def _run_local(todo, workers, on_done):
     import queue
-    gpus, threads = _gpus(), _threads_per_worker(workers)
+    gpus, threads = _gpus(), _threads_per_worker(workers)     # threads: from the workers asked for, whatever the runs left
+    workers = max(1, min(workers, len(todo)))
+    servers = _kernel_servers(todo, workers, threads)
     slots = queue.Queue()
     for i in range(workers): slots.put(i)
     def work(spec):
-        slot = slots.get()            # a worker slot owns one GPU (when there are several) for its runs
-        try: return execute_run(spec, threads=threads, gpu=gpus[slot % len(gpus)] if len(gpus) > 1 else None)
+        slot = slots.get()            # a worker slot owns a kernel server and one GPU (when there are several) for its runs
+        try: return execute_run(spec, threads=threads, gpu=gpus[slot % len(gpus)] if len(gpus) > 1 else None,
+                                server=servers[slot])
         finally: slots.put(slot)
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        for f in as_completed([ex.submit(work, s) for s in todo]): on_done(f.result())
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            for f in as_completed([ex.submit(work, s) for s in todo]): on_done(f.result())
+    finally:
+        for s in servers:
+            if s is not None: s.close()
+
+def _kernel_servers(todo, workers:int, threads:int) -> list:
+    "A warm `KernelServer` per worker for CPU runs on Linux; Nones (a papermill process per run) for GPU runs, elsewhere, or nothing to run."
+    if not todo or not sys.platform.startswith('linux'): return [None] * workers   # fork is Linux's to trust here
+    s = todo[0]
+    if _runs_on_gpu(get_config(s.profile, **s.overrides), s.profile, False): return [None] * workers
+    return [KernelServer(find_notebook('run_fold.ipynb'), threads) for _ in range(workers)]
 
 # %% ../nbs/10_sweep.ipynb #32cfdd94
 def recorded_walls(folders, # results folder(s) to read run records from (missing ones are skipped)
@@ -333,16 +554,28 @@ def _todo(specs, fp, force:bool, out_dir:Path, profile:str) -> tuple[list, Count
     why = Counter(states[s.name][len('stale: '):] for s in todo if states[s.name].startswith('stale') and not force)
     return todo, why
 
+def _unhealthy(specs) -> list[tuple[str, dict]]:
+    "(name, health) of every finished run of `specs` whose record says it learned nothing (constant, exploded, flat)."
+    out = []
+    for s in specs:
+        try: rec = RunRecord.read(s.record) if s.record.exists() else None
+        except TsbnError: rec = None                      # unreadable: `record_state` reruns it
+        if rec is not None and not rec.healthy: out.append((s.name, rec.health))
+    return out
+
 def _summarise(specs, results:list, out_dir:Path, t0:float, log) -> dict:
-    "The sweep's summary; failed runs and missing records said with the notebook to look at."
+    "The sweep's summary; failed runs and missing records said with the notebook to look at, unhealthy runs one line each."
     failed = [r for r in results if not r['ok'] and not r.get('skipped')]
     missing = [s.name for s in specs if not s.record.exists()]
     if failed or missing:
         log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
             "(finished runs are kept).")
         for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
+    sick = _unhealthy(specs)
+    for name, h in sick: log(unhealthy_line(name, h))
     return {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed, 'missing': missing,
-            'wall_s': round(time.perf_counter() - t0, 1), 'report': None}
+            'unhealthy': [n for n, _ in sick], 'n_unhealthy': len(sick), 'wall_s': round(time.perf_counter() - t0, 1),
+            'report': None}
 
 def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, folds=None, seeds=(0,),
               workers:int=1, # notebooks run at once on this machine (without a Dask scheduler)
@@ -372,13 +605,13 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
             raise
     try:
         t0 = time.perf_counter()
-        df, _ = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
+        df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, dedupe=dedupe)
         folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed, group_by_patient=cfg.group_by_patient)
         fp = df.attrs.get('fingerprint')
         if dry_run:
             on_gpu = _runs_on_gpu(cfg, profile, scheduler is not None or scheduler_file is not None)
             return _show_plan(specs, df, cfg, profile, out_dir, workers, on_gpu, log)
-        if report: write_probe(df, folds, out_dir, log=log)
+        if report: write_probe(df, folds, out_dir, log=log, images=images, n_boot=n_boot)
         if any(not s.record.exists() for s in specs):      # fetch ImageNet weights once, here, not per run
             from tsbn_nb.nets import prepare_weights
             log(prepare_weights(cfg, log=log).describe())
@@ -394,22 +627,36 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
     finally:
         if owned: client.close()
 
-def write_probe(df, folds, out_dir, log=print) -> dict:
-    "Run the shortcut probe (global image statistics only) on the sweep's data and folds; write shortcut_probe.json."
-    from tsbn_nb.phantom import global_features, shortcut_probe
+def write_probe(df, folds, out_dir, log=print,
+                images=None, # the network's input (`prepare_data`'s images, the runs' cache): also probe it
+                n_boot:int=2000, # bootstrap replicates of each probe's CI
+               ) -> dict:
+    "The shortcut probes on the sweep's data and folds (DICOM global statistics; with `images`, the network's input); write shortcut_probe.json."
+    from tsbn_nb.phantom import global_features
+    from tsbn_nb.probes import probe, network_input_probes, phantom_findings
     from tsbn_nb.report import PROBE_FILE
     p = Path(out_dir) / PROBE_FILE
-    key = dict(data_fingerprint=df.attrs.get('fingerprint'), folds=hash_strings(map(str, folds)))
+    key = dict(data_fingerprint=df.attrs.get('fingerprint'), folds=hash_strings(map(str, folds)),
+               preproc=df.attrs.get('preproc') if images is not None else None)
     if p.exists():
         try:
             old = json.loads(p.read_text())
-            if {k: old.get(k) for k in key} == key: return old            # same data, same folds: reuse
+            if {k: old.get(k) for k in key} == key and (images is None or 'network_input' in old): return old   # reuse
         except (OSError, ValueError): pass
     t0 = time.perf_counter()
-    res = shortcut_probe(global_features(df.path), df.label, folds) | key
-    atomic_write_json(p, res)
+    groups = df.patient_id.astype(str).to_numpy()
+    res = probe(global_features(df.path), df.label, folds, groups, n_boot) | key
     log(f"shortcut probe (global image statistics only): pooled AUC {res['auc']:.3f} "
         f"({'no shortcut' if res['passes'] else 'A GLOBAL SHORTCUT PREDICTS THE LABEL'}; {time.perf_counter() - t0:.0f} s)")
+    if images is not None:
+        t0 = time.perf_counter()
+        ni = res['network_input'] = network_input_probes(df, images, folds, phantom_findings(df.attrs.get('data_dir'), df), n_boot)
+        for part in ('label', 'finding'):
+            said = ', '.join(f"{k} {r['auc']:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]{'' if r['passes'] else ' OUTSIDE'}"
+                             for k, r in (ni[part] or {}).items()) or ni['finding_note']
+            log(f"  on the network's input ({ni['size'][0]}x{ni['size'][1]}), {part}: {said}")
+        log(f"  ({time.perf_counter() - t0:.0f} s)")
+    atomic_write_json(p, res)
     return res
 
 def run_report(out_dir, allow_mixed:bool=False, n_boot:int=2000, log=print) -> str:

@@ -10,12 +10,17 @@ import pandas as pd
 from scipy.stats import t as student_t
 from .core import TsbnError
 from .report import load_runs
+from .health import run_label
 from .registry import DISPLAY_NAMES, IDENTITY_KEYS, HARDWARE_KEYS, config_diff
 
 # %% auto #0
 __all__ = ['compare_runs', 'verify']
 
 # %% ../nbs/09b_verify.ipynb #21b421d7
+def _unhealthy_list(runs:pd.DataFrame) -> list[str]:
+    "'<algorithm>/fold<k>[-seed<s>]: <reason>' for every unhealthy run of a per-run table (`load_runs`)."
+    return [f"{run_label(r.algorithm, r.fold, r.seed)}: {r.health}" for r in runs[~runs.healthy.astype(bool)].itertuples()]
+
 def compare_runs(run_dir, # results folder of the rerun (runs/<algorithm>/fold<k>[-seed<s>].json)
                  reference_dir, # results folder of the reference, ideally with several seeds
                  level:float=0.95, # coverage of the prediction intervals
@@ -45,10 +50,11 @@ def compare_runs(run_dir, # results folder of the rerun (runs/<algorithm>/fold<k
                          auc=r.auc, ref_auc=float(rr[rr.seed == r.seed].auc.iloc[0]) if k in theirs else float('nan'),
                          ref_mean=mean, ref_seeds=int(S), lo=mean - half, hi=mean + half,
                          within=bool(same or (S > 1 and abs(r.auc - mean) <= half)),
-                         same_data=bool(k not in theirs or ym[k].equals(yt[k]))))   # same images, same labels
+                         same_data=bool(k not in theirs or ym[k].equals(yt[k])),    # same images, same labels
+                         healthy=bool(r.healthy), health=r.health))
     out = pd.DataFrame(rows)
     out.attrs.update(level=level, run_dir=str(run_dir), reference_dir=str(reference_dir),
-                     ref_fold_means=ref.groupby(['algorithm', 'seed']).auc.mean())
+                     ref_fold_means=ref.groupby(['algorithm', 'seed']).auc.mean(), ref_unhealthy=_unhealthy_list(ref))
     return out
 
 # %% ../nbs/09b_verify.ipynb #aad47d94
@@ -95,9 +101,12 @@ def verify(run_dir, # results folder of the rerun
                          + (f"{len(diff) - len(outside)} of {len(diff)} within; outside: " + '; '.join(outside) if outside
                             else f"all {len(diff)} within."))
             lines.append("Fold-averaged AUC per algorithm: " + ('outside for ' + '; '.join(algo_out) if algo_out else 'every algorithm within.'))
+    sick, ref_sick = _unhealthy_list(c), c.attrs['ref_unhealthy']
+    for who, lst in (('the rerun', sick), ('the reference', ref_sick)):
+        if lst: lines.append(f"Unhealthy runs in {who} ({len(lst)}; constant predictions or a dead loss: not results): " + '; '.join(lst))
     lines.append({'identical': "VERDICT: REPRODUCED EXACTLY (every run bit-identical to the reference).",
                   'consistent': "VERDICT: CONSISTENT WITH THE REFERENCE (runs that differ lie within its seed-to-seed spread).",
                   'outside': "VERDICT: OUTSIDE THE REFERENCE'S SPREAD (see the runs named above).",
                   'unjudged': "VERDICT: NOT JUDGED (runs differ and the reference has a single seed)."}[verdict])
     return dict(verdict=verdict, text='\n'.join(lines), table=c, n_runs=n, n_identical=same,
-                outside=outside, algorithms_outside=algo_out)
+                outside=outside, algorithms_outside=algo_out, unhealthy=sick, reference_unhealthy=ref_sick)
