@@ -44,3 +44,11 @@ def test_a_copy_of_the_reference_verifies_exactly(tmp_path):
         shutil.copy(f, out / 'runs' / f.parent.name / f.name)
     v = verify(out, REF)
     assert v['verdict'] == 'identical' and v['n_identical'] == 35, v['text']
+
+
+def test_every_run_of_the_reference_is_healthy(reference):
+    runs, pooled = reference
+    sick = runs[~runs.healthy]
+    assert sick.empty, sick[['algorithm', 'fold', 'seed', 'spread']].to_string()
+    for (algo, fold, seed), d in pooled.groupby(['algorithm', 'fold', 'seed']):   # every run tells images apart
+        assert d.prob.std(ddof=0) >= 0.05, (algo, fold, seed, d.prob.std(ddof=0))
