@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'did_you_mean', 'get_config', 'complete_config',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'Progress', 'seed_everything', 'pick_device',
-           'git_commit', 'hash_strings', 'project_dir', 'default_data_dir', 'default_results_dir']
+__all__ = ['PROFILES', 'SEED_MAX', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'did_you_mean', 'get_config',
+           'parse_overrides', 'complete_config', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
+           'Progress', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings', 'project_dir',
+           'default_data_dir', 'default_results_dir']
 
 # %% ../nbs/00_core.ipynb #8aadbeab
 class TsbnError(Exception):
@@ -115,6 +116,7 @@ def _convert(name, typ, value):
     try:
         if conv is int:
             if isinstance(value, bool): raise ValueError
+            if isinstance(value, str) and value.strip().lstrip('+-').isdigit(): return int(value)   # exact, however long
             f = float(value)
             if not f.is_integer(): raise ValueError          # 2.7 epochs is an error, not 2
             return int(f)
@@ -122,6 +124,8 @@ def _convert(name, typ, value):
         return conv(value)
     except (TypeError, ValueError, OverflowError):
         raise TsbnError(f"{name}={value!r} is not valid: give {what}") from None
+
+SEED_MAX = 2**32 - 1      # the largest seed every generator a run seeds takes as it is (NumPy's legacy seeding stops here)
 
 # Ranges of the numeric settings: (low, high, low inclusive, high inclusive); None = unbounded.
 RANGES = dict(height=(1, None, True, None), width=(1, None, True, None), n_folds=(2, None, True, None),
@@ -133,18 +137,19 @@ RANGES = dict(height=(1, None, True, None), width=(1, None, True, None), n_folds
               cr_swaps=(0, None, True, None), mtl_weight=(0, None, True, None), lr=(0, None, False, None),
               weight_decay=(0, None, True, None), batch_size=(1, None, True, None), epochs=(1, None, True, None),
               pretext_epochs=(1, None, True, None), threshold=(0, 1, False, False), num_workers=(-1, None, True, None),
-              seed=(0, None, True, None), fold_seed=(0, None, True, None), checkpoint_every=(0, None, True, None),
+              seed=(0, SEED_MAX, True, True), fold_seed=(0, SEED_MAX, True, True), checkpoint_every=(0, None, True, None),
               pretext_micro_batch=(0, None, True, None))
 
 def _check_range(name, v):
-    "Raise a TsbnError when setting `name`'s value `v` is outside `RANGES` (NaN is always outside)."
+    "Raise a TsbnError when setting `name`'s value `v` is outside `RANGES` (NaN and ±inf are always outside)."
     if name not in RANGES: return
     lo, hi, li, hi_in = RANGES[name]
-    ok = v == v and (lo is None or (v >= lo if li else v > lo)) and (hi is None or (v <= hi if hi_in else v < hi))
+    ok = v == v and abs(v) != math.inf and (lo is None or (v >= lo if li else v > lo)) and (hi is None or (v <= hi if hi_in else v < hi))
     if not ok:
         lo_s = '' if lo is None else f"{'≥' if li else '>'} {lo}"
         hi_s = '' if hi is None else f"{'≤' if hi_in else '<'} {hi}"
-        raise TsbnError(f"{name}={v!r} is out of range: it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
+        raise TsbnError(f"{name}={v!r} is out of range: it must be {' and '.join(s for s in (lo_s, hi_s) if s)}"
+                        + (' (and finite)' if hi is None else ''))
 
 def did_you_mean(word:str, choices) -> str:
     "' (did you mean X?)' for the closest of `choices` to `word`, or '' when nothing is close."
@@ -169,6 +174,21 @@ def get_config(profile:str='paper', # 'paper' | 'demo' | 'smoke' | 'cpu'
             raise TsbnError(f"{k}={getattr(cfg, k)!r} is not one of {', '.join(allowed)}")
     for k in RANGES: _check_range(k, getattr(cfg, k))
     return cfg
+
+def parse_overrides(value, # a dict, or its JSON / YAML text (what papermill's `-p overrides '{...}'` passes)
+                   ) -> dict:
+    "The settings mapping `value` as a dict, or a TsbnError saying how to write it."
+    if isinstance(value, dict): return dict(value)
+    if value in (None, ''): return {}
+    if isinstance(value, str):
+        import yaml                                   # JSON is YAML; YAML also takes {epochs: 3}
+        try: out = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise TsbnError(f"overrides={value!r} is not a mapping of settings ({str(e).splitlines()[0]}): "
+                            "write it as JSON, e.g. '{\"epochs\": 3, \"lr\": 0.001}'") from None
+        if out is None: return {}
+        if isinstance(out, dict): return out
+    raise TsbnError(f"overrides={value!r} is not a mapping of settings: write it as JSON, e.g. '{{\"epochs\": 3}}'")
 
 # %% ../nbs/00_core.ipynb #c5960954
 # Settings added after records existed whose profile default is not what older code did: the value that did.
