@@ -66,7 +66,10 @@ def save_folds(path, df:pd.DataFrame, folds:np.ndarray, n_folds:int, seed:int, g
     "Write the folds of `df` with their parameters to `path` (atomic)."
     params = dict(n_folds=int(n_folds), seed=int(seed), group_by_patient=bool(group_by_patient), n_images=len(df))
     body = _fold_frame(df, folds).sort_values('image_id', kind='stable').to_csv(index=False, lineterminator='\n')
-    return atomic_write_text(path, _FOLD_TAG + json.dumps(params) + '\n' + body)
+    try: return atomic_write_text(path, _FOLD_TAG + json.dumps(params) + '\n' + body)
+    except OSError as e:   # a read-only folder, a file where a folder should be, a full disk
+        raise TsbnError(f"cannot write the folds file {path} ({e.strerror or e}): choose a writable results "
+                        "folder (--out)") from None
 
 def read_folds(path) -> tuple[dict, pd.DataFrame]:
     "(parameters, table image_id, patient_id, label, fold) of a folds file written by `save_folds`."
