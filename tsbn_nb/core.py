@@ -116,6 +116,7 @@ def _convert(name, typ, value):
     try:
         if conv is int:
             if isinstance(value, bool): raise ValueError
+            if isinstance(value, (int, np.integer)): return int(value)
             if isinstance(value, str) and value.strip().lstrip('+-').isdigit(): return int(value)   # exact, however long
             f = float(value)
             if not f.is_integer(): raise ValueError          # 2.7 epochs is an error, not 2
