@@ -203,6 +203,17 @@ def _chest_wall(ds) -> str|None:
     return None
 
 # %% ../nbs/01_dicom.ipynb #647d2601
+def _window_problem(ds) -> str|None:
+    "What is wrong with `ds`'s display window (WindowCenter / WindowWidth, first value of each), else None."
+    for kw in ('WindowCenter', 'WindowWidth'):
+        v = ds.get(kw)
+        first = v[0] if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) and len(v) else v
+        try: x = float(str(first).strip())
+        except (TypeError, ValueError): x = None
+        if x is None or not np.isfinite(x): return f"{kw} {str(first)!r} is not a number"
+        if kw == 'WindowWidth' and x < 1: return f"WindowWidth {x:g} is not a display window (its width must be at least 1)"
+    return None
+
 def _read_dicom(path:Path, voi:bool, forced:bool) -> tuple[np.ndarray, dict]:
     try: ds = pydicom.dcmread(path, force=forced)
     except Exception as e:
@@ -230,6 +241,10 @@ def _read_dicom(path:Path, voi:bool, forced:bool) -> tuple[np.ndarray, dict]:
         if wrong: raise TsbnError(f"{path}: {wrong}") from None
         raise TsbnError(f"{path}: its pixel data cannot be decoded ({type(e).__name__}: {e}); the file is "
                         "probably truncated or corrupt: copy or download it again") from None
+    wrong = _window_problem(ds) if voi and _voi_kind(ds) == 'window' else None
+    if wrong:
+        raise TsbnError(f"{path}: {wrong}: correct the window tags (0028,1050)/(0028,1051) or delete them (the full "
+                        "stored range is then shown), or leave the file out")
     lut, lo, kind = grey_lut(ds, voi)
     img = apply_lut(arr, lut, lo)
     uid = ds.file_meta.get('TransferSyntaxUID') if hasattr(ds, 'file_meta') else None
