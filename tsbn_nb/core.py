@@ -12,9 +12,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILES', 'SEED_MAX', 'RANGES', 'BEFORE', 'RETIRED', 'TsbnError', 'Config', 'did_you_mean', 'get_config',
-           'parse_overrides', 'complete_config', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'Progress', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings', 'project_dir',
-           'default_data_dir', 'default_results_dir']
+           'parse_overrides', 'complete_config', 'option', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'Progress', 'seed_everything', 'pick_device', 'git_commit', 'hash_strings',
+           'project_dir', 'default_data_dir', 'default_results_dir']
 
 # %% ../nbs/00_core.ipynb #8aadbeab
 class TsbnError(Exception):
@@ -206,6 +206,23 @@ def complete_config(cfg:dict # a config as recorded (maybe older than this packa
     base.update(BEFORE)
     cfg = {k: v for k, v in cfg.items() if not (k in RETIRED and v == RETIRED[k])}
     return {**{k: v for k, v in base.items() if k not in cfg}, **cfg}
+
+# %% ../nbs/00_core.ipynb #14189b0f
+_FLAGS = dict(skip_bad='--skip-bad', dedupe='--dedupe', allow_mixed='--allow-mixed', force='--force',
+              overwrite='--overwrite', cache_dir='--cache-dir {}')
+_COMMAND_FLAGS = {'data': dict(n_folds='--folds {}', seed='--fold-seed {}', group_by_patient='--image-level',
+                               birads_map='--birads-map {}')}
+
+def option(name:str, # a function's argument (skip_bad, dedupe, ...) or a setting (n_folds, group_by_patient, ...)
+           value=True, # the value to advise
+          ) -> str:
+    "How the user gives `name` the value `value` where they are: `name=value` in Python, a flag of the `tsbn` command."
+    cmd = os.environ.get('TSBN_COMMAND', '').strip()
+    if not cmd: return f"{name}={value!r}"
+    v = str(value).lower() if isinstance(value, bool) else str(value)
+    spell = _COMMAND_FLAGS.get(cmd, {}).get(name) or _FLAGS.get(name)
+    if spell is None: return f"-p {name} {v}" if name in {f.name for f in fields(Config)} else f"{name}={value!r}"
+    return spell.format(v)
 
 # %% ../nbs/00_core.ipynb #920e6d78
 _UMASK = os.umask(0); os.umask(_UMASK)
