@@ -202,7 +202,7 @@ def test_duplicate_manifest_rows(tmp_path, cfg):
     with pytest.raises(TsbnError) as e:
         prepare_data(d, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1)
     msg = str(e.value)
-    assert 'line 8 (./imgs/0.dcm) is the same file as line 2 (imgs/0.dcm)' in msg and '--dedupe' in msg, msg
+    assert 'line 8 (./imgs/0.dcm) is the same file as line 2 (imgs/0.dcm)' in msg and 'dedupe=True' in msg, msg
     assert f'line 9 ({d}/imgs/4.dcm) is the same file as line 6 (imgs/4.dcm)' in msg, msg
     with pytest.warns(UserWarning, match='keeping the first'):
         df, images = prepare_data(d, cfg, cache_dir=tmp_path / 'c', progress=False, workers=1, dedupe=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_cli.ipynb #549377ed
 from __future__ import annotations
-import argparse, sys, warnings
+import argparse, os, sys, warnings
 from pathlib import Path
 from .core import TsbnError, get_config, PROFILES
 from .registry import ALGORITHMS, did_you_mean
@@ -93,6 +93,7 @@ def _add_data_commands(sub):
     di.add_argument('--image-level', action='store_true', help='split images, not patients')
     di.add_argument('--birads-map', default='paper', help='INbreast: BI-RADS -> label mapping (see 02_datasets)')
     di.add_argument('--dedupe', action='store_true', help='keep the first of duplicate images instead of stopping')
+    di.add_argument('--skip-bad', action='store_true', help='leave out listed images whose file is missing, with a warning')
     dm = _sub(dsub, 'manifest', 'write a manifest CSV from a public dataset as its publisher released it')
     dm.add_argument('--from', dest='kind', required=True, metavar='KIND', help='mias | cbis-ddsm | vindr | cmmd | inbreast | auto')
     dm.add_argument('source_dir', help='the folder the download was unpacked into')
@@ -164,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_data_commands, _add_run_commands, _add_result_commands, _add_model_commands): add(sub)
     return p
 
+# %% ../nbs/11_cli.ipynb #5ed4e087
+def _as_command(cmd:str, fn, *args):
+    "`fn(*args)` with TSBN_COMMAND=`cmd`: messages then name this command's flags (`tsbn_nb.core.option`), here and in its kernels."
+    before = os.environ.get('TSBN_COMMAND')
+    os.environ['TSBN_COMMAND'] = cmd
+    try: return fn(*args)
+    finally:
+        if before is None: os.environ.pop('TSBN_COMMAND', None)
+        else: os.environ['TSBN_COMMAND'] = before
+
 # %% ../nbs/11_cli.ipynb #898d7f7c
 def _dispatch(a) -> int:
     if a.cmd == 'phantom':
@@ -177,7 +188,8 @@ def _dispatch(a) -> int:
     elif a.cmd == 'data':
         from tsbn_nb.folds import dataset_info
         print(dataset_info(a.data, kind=a.kind, n_folds=a.folds, seed=a.fold_seed,
-                           group_by_patient=not a.image_level, birads_map=a.birads_map, dedupe=a.dedupe))
+                           group_by_patient=not a.image_level, birads_map=a.birads_map, dedupe=a.dedupe,
+                           skip_bad=a.skip_bad))
     elif a.cmd == 'run':
         from tsbn_nb.train import run_fold
         ov = _overrides(a.params)
@@ -251,7 +263,7 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     show = warnings.showwarning
     if not a.debug: warnings.showwarning = _one_line_warning
-    try: return _dispatch(a)
+    try: return _as_command(a.cmd, _dispatch, a)
     except TsbnError as e:
         if a.debug: raise
         print(f'tsbn: error: {e}', file=sys.stderr); return 2

@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import TsbnError, hash_strings
+from .core import TsbnError, hash_strings, option
 from .cache import HASH_STORE, file_hashes
 
 # %% auto #0
-__all__ = ['BIRADS_VALUES', 'BIRADS_MAPS', 'COLUMNS', 'PHANTOM_MARKER', 'normalize_birads', 'resolve_birads_map',
+__all__ = ['BIRADS_VALUES', 'BIRADS_MAPS', 'MAMMO_VIEWS', 'COLUMNS', 'PHANTOM_MARKER', 'normalize_birads', 'resolve_birads_map',
            'parse_inbreast_filename', 'index_dicoms', 'read_inbreast_table', 'find_inbreast_table', 'data_fingerprint',
            'legacy_fingerprint', 'check_classes', 'load_inbreast', 'load_manifest', 'load_dataset']
 
@@ -65,6 +65,9 @@ def _map_desc(m:dict) -> str:
 _DICOM_NAME = re.compile(r'^(?P<image_id>[^_]+)_(?P<patient>[0-9a-fA-F]+)_MG_(?P<lat>[LR])_(?P<view>[A-Za-z]+)_ANON\.dcm$',
                          re.IGNORECASE)
 
+MAMMO_VIEWS = ('CC', 'MLO', 'LM', 'LMO', 'XCCL', 'XCCM', 'XCC', 'FB', 'SIO', 'ISO', 'AT', 'CV', 'RL', 'RM', 'ID')
+# mammographic view codes (ACR / DICOM CID 4014 abbreviations; ML is read as MLO, as INbreast writes it)
+
 def _norm_view(v) -> str:
     "CC / MLO from 'CC', 'ML', 'MLO' (any case); other views upper-cased."
     s = str(v or '').strip().upper()
@@ -108,6 +111,15 @@ def index_dicoms(dicom_dir) -> pd.DataFrame:
 # %% ../nbs/02_datasets.ipynb #8d2c3331
 _TABLE_COLS = {'filename': 'image_id', 'birads': 'birads_raw', 'laterality': 'laterality', 'view': 'view', 'acr': 'acr'}
 _key = lambda c: re.sub(r'[^a-z0-9]', '', str(c).lower())
+
+def _one_column_each(path, header:list, keys:list, known) -> None:
+    "A `TsbnError` when two columns of `header` both read as the same column the tool uses (`known`, as `_key`s)."
+    for k in known:
+        at = [i for i, x in enumerate(keys) if x == k]
+        if len(at) > 1:
+            names = ', '.join(f"{header[i]!r} (column {i + 1})" for i in at)
+            raise TsbnError(f"{path} has {len(at)} columns that all mean {k!r}: {names}; which one holds the values is "
+                            "not clear: delete or rename all but one")
 
 def _cell(v) -> str:
     "A table cell as a stripped string ('' for empty/NaN; 22678622.0 -> '22678622')."
@@ -168,6 +180,7 @@ def read_inbreast_table(path) -> pd.DataFrame:
         header, rows = _read_csv_rows(path, 'the INbreast table (a ;-separated text file)',
                                       "replace it with INbreast.csv (or INbreast.xls) from the INbreast release")
     keys = [_key(c) for c in header]
+    _one_column_each(path, header, keys, _TABLE_COLS)
     missing = [name for k, name in (('filename', 'File Name'), ('birads', 'Bi-Rads')) if k not in keys]
     if missing:
         raise TsbnError(f"{path} has no column {' or '.join(map(repr, missing))} (columns found: {', '.join(header) or 'none'}): "
@@ -214,8 +227,8 @@ def _apply_birads(table:pd.DataFrame, bmap:dict, map_name:str, source) -> pd.Dat
         if b not in bmap:
             covering = [n for n, m in BIRADS_MAPS.items() if b in m]
             raise TsbnError(f"{where} is not covered by the mapping {map_name!r} (it maps {valid}): add {b!r} to the "
-                            f"mapping, or use one that covers it ({', '.join(covering)}; command line --birads-map "
-                            "or -p birads_map=...)")
+                            f"mapping, or use one that covers it ({', '.join(covering)}; "
+                            f"{option('birads_map', covering[0]) if covering else 'a dict of your own'})")
         birads_norm.append(b); labels.append(bmap[b])
     return table.assign(birads=birads_norm, label=pd.array(labels, dtype='Int64'))
 
@@ -283,8 +296,8 @@ def _drop_duplicates(df:pd.DataFrame, # rows in file order with columns path, la
     msg = f"{source}: {len(drop)} image(s) listed twice: {show(lines)}"
     if not dedupe:
         raise TsbnError(msg + ". A duplicate is counted twice and can land in a training fold and the test fold at "
-                        "once. Remove the extra rows, or pass dedupe=True (command line --dedupe) to keep the first of each")
-    warnings.warn(msg + ': keeping the first of each (dedupe=True)')
+                        f"once. Remove the extra rows, or pass {option('dedupe')} to keep the first of each")
+    warnings.warn(msg + f": keeping the first of each ({option('dedupe')})")
     return df.drop(index=df.index[drop])
 
 # %% ../nbs/02_datasets.ipynb #30e5e482
@@ -301,8 +314,8 @@ def _match_files(table:pd.DataFrame, data_dir:Path, table_path:Path, skip_bad:bo
         ids = ', '.join(missing.image_id[:10]) + (' ...' if len(missing) > 10 else '')
         msg = (f"{len(missing)} image(s) listed in {table_path} have no DICOM in {data_dir/'AllDICOMs'}: File Name {ids} "
                f"(rows {', '.join(map(str, missing.row[:10]))})")
-        if not skip_bad: raise TsbnError(msg + ". Complete AllDICOMs/, remove those rows, or pass skip_bad=True (--skip-bad) to drop them.")
-        warnings.warn(msg + ': skipped because skip_bad=True')
+        if not skip_bad: raise TsbnError(msg + f". Complete AllDICOMs/, remove those rows, or pass {option('skip_bad')} to drop them.")
+        warnings.warn(msg + f": skipped ({option('skip_bad')})")
     for col in ('laterality', 'view'):                 # the table against the file name
         tab = m[col + '_tab'].map(_norm_lat if col == 'laterality' else _norm_view)
         bad = m[m.path.notna() & (tab != '') & (tab != m[col])]
@@ -352,22 +365,32 @@ def load_inbreast(data_dir, # folder with INbreast.csv (or .xls) and AllDICOMs/
 _LABELS = {'0': 0, '1': 1, '0.0': 0, '1.0': 1, 'benign': 0, 'malignant': 1}
 _NOT_MANIFEST = "give an INbreast folder, a folder with manifest.csv, or a .csv file"
 
-def _manifest_records(csv_path:Path, keys:list, rows) -> tuple[list, list, list]:
-    "(rows with a label and an existing file, 'line N: ...' for bad labels or paths, rows whose file is missing)."
-    recs, bad_label, missing = [], [], []
+_MANIFEST_COLS = ('path', 'label', 'patientid', 'laterality', 'view', 'imageid')
+
+def _odd_values(r:dict, line:int) -> list:
+    "'line N: laterality 'X'' for a laterality or view that is given but is not one the tool knows."
+    lat, view = r.get('laterality', '').strip(), r.get('view', '').strip()
+    out = [f"line {line}: laterality {lat!r}"] if lat and not _norm_lat(lat) else []
+    if view and _norm_view(view) not in MAMMO_VIEWS: out.append(f"line {line}: view {view!r}")
+    return out
+
+def _manifest_records(csv_path:Path, keys:list, rows) -> tuple[list, list, list, list]:
+    "(usable rows, 'line N: ...' for bad labels or paths, rows whose file is missing or a folder, unknown laterality/view)."
+    recs, bad_label, missing, odd = [], [], [], []
     for line, cells in rows:
         r = dict(zip(keys, cells))
         lab = _LABELS.get(r['label'].strip().lower())
         if lab is None: bad_label.append(f"line {line}: {r['label']!r}"); continue
         p = Path(r['path'])
         if not r['path']: bad_label.append(f"line {line}: empty path"); continue
+        odd += _odd_values(r, line)
         p = p if p.is_absolute() else csv_path.parent / p
         rec = dict(image_id=r.get('imageid', ''), path=os.path.abspath(p), birads='', label=lab,
                    patient_id=r.get('patientid', ''), laterality=_norm_lat(r.get('laterality')),
                    view=_norm_view(r.get('view')), acr='', _rel=r['path'], _line=line)
         if not p.is_file(): missing.append(rec); continue
         recs.append(rec)
-    return recs, bad_label, missing
+    return recs, bad_label, missing, odd
 
 def _fill_ids(df:pd.DataFrame, csv_path:Path) -> pd.DataFrame:
     "Empty image ids from the file names (or the listed paths when names repeat); empty patients one per image, said."
@@ -396,18 +419,26 @@ def load_manifest(csv_path, # CSV with columns path,label [,patient_id,lateralit
     if not csv_path.is_file(): raise TsbnError(f"manifest {csv_path} does not exist. {_LAYOUTS}")
     header, rows = _read_csv_rows(csv_path, 'a CSV manifest', _NOT_MANIFEST)
     keys = [_key(c) for c in header]
+    _one_column_each(csv_path, header, keys, _MANIFEST_COLS)
     lack = [c for c in ('path', 'label') if c not in keys]
     if lack:
         raise TsbnError(f"manifest {csv_path} lacks column(s) {', '.join(lack)} (found: {', '.join(header) or 'none'}). {_LAYOUTS}")
-    recs, bad_label, missing = _manifest_records(csv_path, keys, rows)
+    recs, bad_label, missing, odd = _manifest_records(csv_path, keys, rows)
     if bad_label:
         raise TsbnError(f"manifest {csv_path}: bad label or path on {len(bad_label)} row(s): {'; '.join(bad_label[:10])}. "
                         "A label must be 0 (benign), 1 (malignant), 'benign' or 'malignant'.")
+    if odd:
+        raise TsbnError(f"manifest {csv_path}: {len(odd)} value(s) that are not a breast side or a mammographic view: "
+                        f"{'; '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}. Laterality is L, R, left or right; view "
+                        f"is one of {', '.join(MAMMO_VIEWS)} (ML is read as MLO); leave the cell empty when unknown.")
     if missing:
-        msg = (f"manifest {csv_path}: {len(missing)} listed file(s) do not exist: "
-               + ', '.join(f"line {m['_line']}: {m['path']}" for m in missing[:10]))
-        if not skip_bad: raise TsbnError(msg + '. Fix the paths (relative paths start at the manifest\'s folder) or pass skip_bad=True (--skip-bad).')
-        warnings.warn(msg + ': skipped because skip_bad=True')
+        why = lambda m: 'is a folder, not an image file' if os.path.isdir(m['path']) else 'does not exist'
+        msg = (f"manifest {csv_path}: {len(missing)} listed file(s) cannot be used: "
+               + ', '.join(f"line {m['_line']}: {m['path']} {why(m)}" for m in missing[:10]) + (' ...' if len(missing) > 10 else ''))
+        if not skip_bad:
+            raise TsbnError(msg + ". Fix the paths (relative paths start at the manifest's folder; each row names one "
+                            f"image file), or pass {option('skip_bad')} to leave those rows out.")
+        warnings.warn(msg + f': skipped ({option("skip_bad")})')
     listed = pd.DataFrame(recs, columns=COLUMNS + ['_rel', '_line'])
     listed['content_hash'] = file_hashes(listed.path.tolist(), _hash_store(cache_dir, csv_path.parent), read=hash_files)
     df = _drop_duplicates(listed, lambda i: f"line {listed._line.iloc[i]} ({listed._rel.iloc[i]})",

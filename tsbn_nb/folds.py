@@ -9,13 +9,30 @@ from collections import Counter
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import TsbnError, atomic_write_text
+from .core import TsbnError, atomic_write_text, option
 from .datasets import load_dataset
 
 # %% auto #0
 __all__ = ['make_folds', 'fold_table', 'patients_in_several_folds', 'save_folds', 'read_folds', 'get_folds', 'dataset_info']
 
 # %% ../nbs/02c_folds.ipynb #cfbfbc19
+def _too_few(y, unit, image_id, n_folds:int, by_patient:bool) -> str|None:
+    "Why `n_folds` folds cannot each hold both classes, with the fixes that would work here; None when they can."
+    per = {name: (unit[y == lab].nunique(), image_id[y == lab].nunique()) for lab, name in ((0, 'benign'), (1, 'malignant'))}
+    short = [(name, n) for name, (n, _) in per.items() if n < n_folds]
+    if not short: return None
+    units = 'patients' if by_patient else 'images'
+    k_unit, k_img = min(n for n, _ in per.values()), min(i for _, i in per.values())
+    what = ' and '.join(f"only {n} {units} have {name} images" for name, n in short)
+    fixes = [f"use at most {k_unit} folds ({option('n_folds', k_unit)})"] if k_unit >= 2 else []
+    if by_patient and k_img > k_unit and k_img >= 2:
+        fixes.append(f"split by image instead of by patient ({option('group_by_patient', False)}"
+                     + (f", with {option('n_folds', k_img)}" if k_img < n_folds else '')
+                     + "), accepting that one patient's images may then be in a training fold and the test fold")
+    fixes.append(f"add data (every fold needs a {'patient' if by_patient else 'image'} of each class; 2 folds at least)")
+    fix = '; or '.join(fixes)
+    return f"{what}, fewer than n_folds={n_folds}: some test fold would have no such case. {fix[0].upper()}{fix[1:]}."
+
 def make_folds(df:pd.DataFrame, # needs columns image_id, label (and patient_id when grouping)
                n_folds:int=5, # k of the k-fold split
                seed:int=0, # fixes the shuffle
@@ -27,11 +44,8 @@ def make_folds(df:pd.DataFrame, # needs columns image_id, label (and patient_id 
     if df.image_id.duplicated().any(): raise TsbnError("image ids must be unique to make folds")
     y = df.label.astype(int).to_numpy()
     unit = df.patient_id.astype(str) if group_by_patient else df.image_id.astype(str)
-    for lab, name in ((0, 'benign'), (1, 'malignant')):
-        n = unit[y == lab].nunique()
-        if n < n_folds:
-            raise TsbnError(f"only {n} {'patients' if group_by_patient else 'images'} have {name} images, fewer than "
-                            f"n_folds={n_folds}: some test fold would have no {name} case. Use fewer folds or more data.")
+    short = _too_few(y, unit, df.image_id.astype(str), n_folds, group_by_patient)
+    if short: raise TsbnError(short)
     order = np.lexsort((df.image_id.astype(str).to_numpy(), unit.to_numpy()))  # by unit, then image id
     folds = np.empty(len(df), dtype=np.int64)
     if group_by_patient:
@@ -118,9 +132,10 @@ def get_folds(df:pd.DataFrame, # the dataset (image_id, patient_id, label)
 # %% ../nbs/02c_folds.ipynb #de627cea
 def dataset_info(data, kind:str='auto', n_folds:int=5, seed:int=0, group_by_patient:bool=True, birads_map='paper',
                  dedupe:bool=False, # keep the first of an image listed twice instead of failing
+                 skip_bad:bool=False, # leave out listed images whose file is missing (with a warning)
                 ) -> str:
     "A human-readable summary of a dataset and its folds."
-    df = load_dataset(data, kind, birads_map, dedupe=dedupe)
+    df = load_dataset(data, kind, birads_map, skip_bad=skip_bad, dedupe=dedupe)
     a = df.attrs
     cnt = lambda s: ', '.join(f"{k} {v}" for k, v in sorted(Counter(s).items()) if k) or '-'
     excl = a['n_excluded']

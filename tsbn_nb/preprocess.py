@@ -198,7 +198,8 @@ def preprocess_with_info(img:np.ndarray,           # (H,W) float image in [0,1]
     small = img[::s, ::s]
     if not small.size or small.min() == small.max() and img.min() == img.max():
         raise TsbnError(f"the image has no contrast (every pixel is {img.flat[0] if img.size else 'missing'}): "
-                        "the file is blank, or its display window (WindowCenter/WindowWidth or VOI LUT) maps every pixel to one value; check it in a DICOM viewer, then replace the file or leave it out (skip_bad=True, command line --skip-bad)")
+                        "the file is blank, or (a DICOM) its display window (WindowCenter/WindowWidth or VOI LUT) maps every "
+                        "pixel to one value; open it in an image viewer, then replace the file or leave it out")
     box, sbox, b, extra = (0, H, 0, W), (0, small.shape[0], 0, small.shape[1]), None, {}
     if params.segment:
         bm, t = _segment(small, params.threshold)

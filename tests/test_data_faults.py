@@ -1,0 +1,92 @@
+"""Issue 23 (reliability round 3), the data side: a full disk while the cache is written, a corrupted cache,
+manifest values the tool does not know, and hints a command-line user can follow. Each test failed before the fix."""
+import os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import numpy as np
+import pytest
+from tsbn_nb.core import TsbnError, get_config
+from tsbn_nb.cli import main
+from test_datasets import write_dicom
+
+
+def _manifest(d, rows, header='path,label,patient_id'):
+    "A manifest folder: 6 small DICOMs (3 benign, 3 malignant, one patient each) plus `rows` appended."
+    (d / 'imgs').mkdir(parents=True, exist_ok=True)
+    lines = [header]
+    for i in range(6):
+        write_dicom(d / 'imgs' / f'{i}.dcm', lat='L' if i % 2 else 'R', seed=i)
+        lines.append(f'imgs/{i}.dcm,{int(i >= 3)},P{i}')
+    (d / 'manifest.csv').write_text('\n'.join(lines + rows) + '\n')
+    return d
+
+
+def _cli(capsys, *argv):
+    "(exit code, stdout, stderr) of `tsbn ARGV` run in this process."
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err.strip()
+
+
+# ---- case 16: hints the command line can follow ----------------------------------------------------------------
+
+def test_data_info_advises_a_flag_it_accepts(tmp_path, capsys):
+    "`tsbn data info` on a manifest with a missing file advises --skip-bad, and --skip-bad is accepted and works."
+    d = _manifest(tmp_path / 'm', ['imgs/gone.dcm,1,P9'])
+    rc, _, err = _cli(capsys, 'data', 'info', str(d), '--folds', '2')
+    assert rc == 2 and '--skip-bad' in err and 'skip_bad=True' not in err and err.count('\n') == 0, err
+    rc, out, err = _cli(capsys, 'data', 'info', str(d), '--folds', '2', '--skip-bad')
+    assert rc == 0 and 'used:        6 images of 6 patients' in out, (out, err)
+    assert 'TSBN_COMMAND' not in os.environ                       # the command's spelling does not leak out of main()
+
+
+def test_cli_messages_name_flags_not_python_arguments(tmp_path, capsys):
+    "From the command line a duplicate says --dedupe (not dedupe=True); from Python the argument is named."
+    d = _manifest(tmp_path / 'm', ['./imgs/0.dcm,0,P0'])
+    rc, _, err = _cli(capsys, 'data', 'info', str(d), '--folds', '2')
+    assert rc == 2 and 'pass --dedupe to keep the first' in err and 'dedupe=True' not in err, err
+    from tsbn_nb.datasets import load_dataset
+    with pytest.raises(TsbnError, match='pass dedupe=True to keep the first'): load_dataset(d)
+
+
+def test_fold_hints_for_a_single_malignant_patient(tmp_path, capsys):
+    "All malignant images from one patient: no 'use fewer folds' (2 is the minimum); the image-level split is offered."
+    d = tmp_path / 'one'; (d / 'imgs').mkdir(parents=True)
+    lines = ['path,label,patient_id']
+    for i in range(6):
+        write_dicom(d / 'imgs' / f'{i}.dcm', seed=i)
+        lines.append(f'imgs/{i}.dcm,{int(i >= 3)},' + ('P0' if i >= 3 else f'B{i}'))
+    (d / 'manifest.csv').write_text('\n'.join(lines) + '\n')
+    rc, out, _ = _cli(capsys, 'data', 'info', str(d), '--folds', '2')
+    assert rc == 0 and 'cannot make the folds: only 1 patients have malignant images' in out, out
+    hint = out.split('cannot make the folds:')[1]
+    assert 'fewer folds' not in hint and 'at most 1' not in hint and '(--image-level)' in hint, hint
+    rc, out, _ = _cli(capsys, 'data', 'info', str(d), '--folds', '2', '--image-level')
+    assert rc == 0 and 'cannot make the folds' not in out and 'image-level' in out, out     # the advice works
+
+
+# ---- case 18: manifest values ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('row, says', [
+    ('imgs/x.dcm,1,P8,X,CC', "line 8: laterality 'X'"),
+    ('imgs/x.dcm,1,P8,L,AP', "line 8: view 'AP'"),
+])
+def test_unknown_laterality_or_view_is_named(tmp_path, capsys, row, says):
+    "Laterality X no longer vanishes from the counts, view AP is no longer accepted: one line naming row and value."
+    d = _manifest(tmp_path / 'm', [row], header='path,label,patient_id,laterality,view')
+    text = (d / 'manifest.csv').read_text().replace(',P0\n', ',P0,,\n')
+    (d / 'manifest.csv').write_text(text)
+    write_dicom(d / 'imgs' / 'x.dcm', seed=9)
+    rc, _, err = _cli(capsys, 'data', 'info', str(d), '--folds', '2')
+    assert rc == 2 and says in err and err.count('\n') == 0, err
+
+
+def test_second_label_column_and_folder_rows(tmp_path, capsys):
+    "Two 'label' columns are refused (neither silently wins); a row naming a folder is said to be a folder."
+    d = _manifest(tmp_path / 'm', [])
+    lines = (d / 'manifest.csv').read_text().splitlines()
+    (d / 'two.csv').write_text('\n'.join([lines[0] + ',label'] + [l + ',' + str(1 - int(l.split(',')[1])) for l in lines[1:]]) + '\n')
+    rc, _, err = _cli(capsys, 'data', 'info', str(d / 'two.csv'), '--folds', '2')
+    assert rc == 2 and "2 columns that all mean 'label'" in err, err
+    (d / 'dir.csv').write_text('\n'.join(lines + ['imgs,1,P7']) + '\n')
+    rc, _, err = _cli(capsys, 'data', 'info', str(d / 'dir.csv'), '--folds', '2')
+    assert rc == 2 and 'is a folder, not an image file' in err and 'does not exist' not in err, err
