@@ -4,13 +4,13 @@
 
 # %% ../nbs/01c_cache.ipynb #a42b01c7
 from __future__ import annotations
-import json, os, re, shutil, socket, stat, tempfile, time, uuid, warnings
+import errno, io, json, os, re, shutil, signal, socket, stat, sys, tempfile, threading, time, uuid, warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .core import TsbnError, Progress, atomic_write_json, hash_strings
+from .core import TsbnError, Progress, atomic_write_json, hash_strings, option
 from .dicom import read_mammogram, _with_path
 from .preprocess import PreprocParams, preprocess_with_info
 try: import xxhash
@@ -97,7 +97,7 @@ def file_hashes(paths,          # files to identify
     return out
 
 # %% ../nbs/01c_cache.ipynb #1846d251
-CACHE_VERSION = 2   # bump when preprocessing changes in a way the parameters do not show (2: content-hash keys)
+CACHE_VERSION = 3   # bump when preprocessing changes in a way the parameters do not show (2: content-hash keys; 3: checksum of the images)
 
 def cache_key(paths,                   # image files
               lateralities,            # 'L' | 'R' | None per path
@@ -135,12 +135,25 @@ class ImageCache:
                 f"reused={self.reused}, dir='{self.dir}')")
 
 # %% ../nbs/01c_cache.ipynb #7d76cd09
+_MIN_SIDE, _MAX_ASPECT = 32, 5   # a whole mammogram is hundreds of pixels a side, and not 5 times longer than wide
+
+def _odd_shape(shape) -> str|None:
+    "Why an image of `shape` (H,W) is unlikely to be a whole mammogram, else None."
+    h, w = shape[:2]
+    if max(h, w) > _MAX_ASPECT * max(min(h, w), 1):
+        return f"the image is {h}x{w} pixels, {max(h, w) / max(min(h, w), 1):.0f} times longer than wide"
+    if min(h, w) < _MIN_SIDE: return f"the image is only {h}x{w} pixels"
+    return None
+
 def _cache_one(job) -> tuple:
     "Read + preprocess one file: (path, laterality, params dict) -> (float16 (H,W) | None, meta | None, error message | None)."
     path, lat, pdict = job
     params = PreprocParams(**pdict)
     try:
         img, meta = read_mammogram(path, voi=params.voi)
+        odd = _odd_shape(img.shape)
+        if odd: warnings.warn(f"{path}: {odd}, not the size of a whole mammogram (a thumbnail, an icon, a crop?); it is "
+                              "used as it is: check the file, or leave it out")
         out, info = preprocess_with_info(img, lat or meta['laterality'], params, chest_wall=meta.get('chest_wall'))
     except Exception as e:
         msg = str(e) if isinstance(e, TsbnError) else f"unexpected {type(e).__name__}: {e}"
@@ -161,6 +174,18 @@ def _cache_job(job) -> tuple:
         except (OSError, TsbnError): pass
     return img, meta, err, seen, [str(w.message) for w in caught]
 
+def _watch_parent(parent:int):
+    "Pool-worker initializer: end this worker as soon as the process that started the pool is gone (killed, say)."
+    if sys.platform.startswith('linux') and os.getppid() == parent:
+        try:                                       # PR_SET_PDEATHSIG: the kernel sends SIGKILL when the parent dies
+            import ctypes; ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError): pass
+    ppid = os.getppid()
+    def watch():                                   # elsewhere (and as a second line): poll twice a second
+        while os.getppid() == ppid and _pid_alive(parent): time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, name='tsbn-parent-watch', daemon=True).start()
+
 def _run_jobs(jobs, workers, progress):
     "Yield `_cache_job` results in the order of `jobs`, in this process or a process pool."
     n = len(jobs)
@@ -172,7 +197,7 @@ def _run_jobs(jobs, workers, progress):
             for job in jobs: r = _cache_job(job); bar.update(); yield r
             return
         from tsbn_nb.cache import _cache_job as fn    # the library's function: workers can always unpickle it
-        ex = ProcessPoolExecutor(nw)                   # the platform's start method (see the markdown above)
+        ex = ProcessPoolExecutor(nw, initializer=_watch_parent, initargs=(os.getpid(),))   # the platform's start method
         try:
             for r in ex.map(fn, jobs, chunksize=1): bar.update(); yield r
         finally: ex.shutdown(wait=True, cancel_futures=True)
@@ -189,8 +214,8 @@ def _failure_text(failed, n) -> str:
     lines = '\n'.join(f"  - {m}" for _, m in failed[:20]) + (f"\n  … and {len(failed) - 20} more" if len(failed) > 20 else '')
     return f"{len(failed)} of {n} mammogram files could not be read:\n{lines}\n"
 
-def _load_entry(d:Path, params:PreprocParams) -> ImageCache:
-    "The entry in folder `d`; `_Damaged` when a file is missing, unreadable or inconsistent with the index."
+def _load_entry(d:Path, params:PreprocParams, verify:bool=False) -> ImageCache:
+    "The entry in folder `d`; `_Damaged` when a file is missing, unreadable or inconsistent with the index (`verify`: or with its checksum)."
     try:
         idx = json.loads((d/'index.json').read_text(encoding='utf-8'))
         images = np.load(d/'images.npy', mmap_mode='r')
@@ -202,6 +227,12 @@ def _load_entry(d:Path, params:PreprocParams) -> ImageCache:
             or int(ok.sum()) != n or len(meta) != n or len(failed) != len(ok) - n):
         raise _Damaged(f"the image cache entry {d} is damaged: it holds {images.dtype} {images.shape} but its index "
                        f"lists {n} images of {params.height}x{params.width}")
+    if verify:                                     # one pass over the file, which training reads in full anyway
+        try: seen = content_hash(d/'images.npy')
+        except OSError as e: raise _Damaged(f"the image cache entry {d} is damaged (cannot read images.npy: {e})") from None
+        if seen != idx.get('images_xxh3'):
+            raise _Damaged(f"the image cache entry {d} is damaged: its images.npy does not match the checksum stored in "
+                           "its index.json (the images were changed on disk after the entry was built)")
     return ImageCache(dir=d, key=d.name, images=images, paths=idx['paths'], ok=ok, failed=failed, meta=meta,
                       params=params, all_paths=all_paths, hashes=hashes)
 
@@ -241,20 +272,40 @@ def _gone(cache_dir) -> TsbnError:
     return TsbnError(f"the cache folder {cache_dir} (or the entry being built in it) was deleted while the images were "
                      "being preprocessed; nothing was cached: run again")
 
+class _Rows:
+    "A float16 (n,H,W) `.npy` written row after row through an ordinary file: a full disk is an `OSError` here, never the SIGBUS of a memory map."
+    def __init__(self, path:Path, n:int, shape:tuple):
+        self.path, self.shape, self.j = Path(path), tuple(shape), 0
+        self.f = open(self.path, 'wb')
+        self.f.write(self._header(n))
+    def _header(self, n:int) -> bytes:
+        b = io.BytesIO(); np.lib.format.write_array_header_1_0(b, dict(descr='<f2', fortran_order=False, shape=(n, *self.shape)))
+        return b.getvalue()
+    def add(self, img:np.ndarray):
+        self.f.write(np.ascontiguousarray(img, '<f2').tobytes()); self.j += 1
+    def __enter__(self): return self
+    def __exit__(self, kind, *_):
+        try:
+            if kind is None:                          # complete: the header says how many rows were written
+                head = self._header(self.j)
+                if len(head) != len(self._header(0)): raise RuntimeError("numpy's .npy header changed length")
+                self.f.seek(0); self.f.write(head)
+        finally: self.f.close()                       # a write the disk refused is raised here at the latest
+
 def _decode_all(tmp:Path, paths, lats, params, workers, progress) -> tuple:
-    "Fill `tmp/images.npy` with the readable files (in order); (ok mask, metas, failures, hashes seen, rows filled, warnings)."
+    "Write the readable files' images (in order) to `tmp/images.npy`; (ok mask, metas, failures, hashes seen, rows, warnings)."
     n = len(paths)
-    arr = np.lib.format.open_memmap(tmp/'images.npy', mode='w+', dtype=np.float16, shape=(n, params.height, params.width))
-    ok, metas, failed, seen, notes, j = np.zeros(n, bool), [], [], [None] * n, {}, 0
+    ok, metas, failed, seen, notes = np.zeros(n, bool), [], [], [None] * n, {}
     jobs = [(p, lat, params.to_dict(), True) for p, lat in zip(paths, lats)]
-    for i, (img, meta, err, h, warns) in enumerate(_run_jobs(jobs, workers, progress)):
-        seen[i] = h
-        for w in warns:                             # one warning per distinct message, with its first file
-            msg = w.replace(f"{paths[i]}: ", '', 1); notes.setdefault(msg, [paths[i], 0])[1] += 1
-        if err is not None: failed.append((paths[i], err)); continue
-        arr[j] = img; j += 1; ok[i] = True; metas.append(meta)
-    arr.flush(); del arr
-    return ok, metas, failed, seen, j, notes
+    with _Rows(tmp/'images.npy', n, (params.height, params.width)) as rows, \
+         closing(_run_jobs(jobs, workers, progress)) as results:
+        for i, (img, meta, err, h, warns) in enumerate(results):
+            seen[i] = h
+            for w in warns:                         # one warning per distinct message, with its first file
+                msg = w.replace(f"{paths[i]}: ", '', 1); notes.setdefault(msg, [paths[i], 0])[1] += 1
+            if err is not None: failed.append((paths[i], err)); continue
+            rows.add(img); ok[i] = True; metas.append(meta)
+    return ok, metas, failed, seen, rows.j, notes
 
 def _check_unchanged(paths, hashes, seen, sigs):
     "A known hash must be that of the bytes decoded; a new one must come from a file that did not change meanwhile."
@@ -265,12 +316,30 @@ def _check_unchanged(paths, hashes, seen, sigs):
                         + (' ...' if len(changed) > 5 else '') + ". Nothing was cached: run again once the data "
                         "are no longer being written.")
 
-def _keep_rows(tmp:Path, j:int):
-    "Cut `tmp/images.npy` to its first `j` rows (the files that could be read)."
-    full = np.load(tmp/'images.npy', mmap_mode='r')
-    part = np.lib.format.open_memmap(tmp/'part.npy', mode='w+', dtype=np.float16, shape=(j,) + full.shape[1:])
-    part[:] = full[:j]; part.flush(); del part, full
-    os.replace(tmp/'part.npy', tmp/'images.npy')
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # disk full, quota exceeded, file-size limit (ulimit -f)
+
+def _entry_bytes(n:int, params) -> int:
+    "Bytes an entry of `n` images takes at most: the float16 images, the index (about 1 KiB per image) and some slack."
+    return n * params.height * params.width * 2 + n * 1024 + (1 << 16)
+
+def _mib(b:float) -> str: return f"{b / 2**20:.1f}" if b < 10 * 2**20 else f"{b / 2**20:.0f}"
+
+def _full(cache_dir, need:int, err:OSError|None=None) -> TsbnError:
+    "The one-line error for a cache folder without room for an entry of `need` bytes."
+    try: free = shutil.disk_usage(cache_dir).free
+    except OSError: free = 0
+    where = f"put the cache on another disk ({option('cache_dir', 'DIR')} or the environment variable TSBN_CACHE)"
+    if err is not None and err.errno == errno.EFBIG:
+        return TsbnError(f"the image cache in {cache_dir} needs a file of {_mib(need)} MiB, more than this process may write "
+                         f"(a file-size limit, ulimit -f): nothing was cached; raise the limit or {where}")
+    return TsbnError(f"{cache_dir} is full ({_mib(free)} MiB free, {_mib(need)} MiB needed for the preprocessed images): "
+                     f"nothing was cached; free some space there or {where}")
+
+def _check_space(cache_dir, need:int):
+    "Raise `_full` before any work when the disk of `cache_dir` has less than `need` bytes free."
+    try: free = shutil.disk_usage(cache_dir).free
+    except OSError: return                          # unknown: the writes will say
+    if free < need: raise _full(cache_dir, need)
 
 def _publish(tmp:Path, final:Path, cache_dir:Path, params, replace:bool) -> Path:
     "Check the complete entry in `tmp` and rename it to `final` (swapping out an old one when `replace`)."
@@ -289,9 +358,12 @@ def _build_entry(paths, lats, hashes, params, cache_dir:Path, workers, progress,
     "Decode, preprocess and hash every file into a temporary folder, name it by the content hashes, publish it; its path."
     n, t0, t0_ns = len(paths), time.time(), time.time_ns()
     _clean_leftovers(cache_dir)
+    need = _entry_bytes(n, params)
+    _check_space(cache_dir, need)                  # before any decoding
     sigs = [file_signature(p) for p in paths]
-    tmp = Path(tempfile.mkdtemp(prefix='.tmp-build-', dir=cache_dir))
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix='.tmp-build-', dir=cache_dir))
         (tmp/'owner.json').write_text(json.dumps(dict(host=socket.gethostname(), pid=os.getpid(), started=t0)))
         ok, metas, failed, seen, j, notes = _decode_all(tmp, paths, lats, params, workers, progress)
         for msg, (p, k) in notes.items():
@@ -305,19 +377,21 @@ def _build_entry(paths, lats, hashes, params, cache_dir:Path, workers, progress,
                             "the data folder and the error messages above.")
         if final.exists() and not replace:             # there already (files only touched, or another process)
             try:
-                if _load_entry(final, params).ok.tolist() == ok.tolist(): return final
-            except _Damaged: pass
+                if _load_entry(final, params, verify=True).ok.tolist() == ok.tolist(): return final
+            except _Damaged as e: warnings.warn(f"{e}: replacing it with the one just built", stacklevel=3)
             replace = True
         if not (tmp/'images.npy').is_file(): raise _gone(cache_dir)
-        if j < n: _keep_rows(tmp, j)
-        atomic_write_json(tmp/'index.json', dict(
+        atomic_write_json(tmp/'index.json', dict(images_xxh3=content_hash(tmp/'images.npy'),
             version=CACHE_VERSION, key=final.name, params=params.to_dict(), all_paths=list(paths),
             lateralities=list(lats), hashes=hashes, ok=ok.tolist(),
             paths=[p for p, k in zip(paths, ok) if k], failed=failed, meta=metas,
             shape=[j, params.height, params.width], dtype='float16', build_seconds=round(time.time() - t0, 2)))
         return _publish(tmp, final, cache_dir, params, replace)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        if e.errno in _NO_ROOM: raise _full(cache_dir, need, e) from None
+        raise
+    finally:                                       # nothing half-written stays behind
+        if tmp is not None and tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/01c_cache.ipynb #cc5711d1
 def prune_cache(cache_dir,                                  # a folder of cache entries
@@ -361,7 +435,7 @@ def _check_inputs(paths, lateralities, params) -> tuple[list, list]:
 def _try_reuse(final:Path, params, paths, lats) -> tuple:
     "(the entry at `final` if it can be reused, else None; whether a rebuild must replace it)."
     if not final.exists(): return None, False
-    try: cache = _load_entry(final, params)
+    try: cache = _load_entry(final, params, verify=True)
     except _Damaged as e:
         warnings.warn(f"{e}: rebuilding it", stacklevel=3); return None, True
     retry = [(p, lat, params.to_dict()) for p, lat, k in zip(paths, lats, cache.ok) if not k]
@@ -402,7 +476,7 @@ def build_cache(paths,                   # image files (DICOM, PNG, ...), in the
     if cache.failed:
         if not skip_bad:
             raise TsbnError(_failure_text(cache.failed, len(paths)) + "Fix: repair or replace these files, remove "
-                            "them from the metadata, or pass skip_bad=True (command line: --skip-bad) to leave them "
+                            f"them from the metadata, or pass {option('skip_bad')} to leave them "
                             f"out; the {len(cache)} good images are cached already.")
         for p, m in cache.failed: warnings.warn(f"skipping an unreadable mammogram: {_with_path(p, m)}", stacklevel=2)
     return cache

@@ -8,7 +8,7 @@ import mmap, os, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import TsbnError
+from .core import TsbnError, option
 from .datasets import load_dataset, check_classes, data_fingerprint, _cache_home
 
 # %% auto #0
@@ -100,10 +100,10 @@ def prepare_data(data, # data folder or manifest (see `load_dataset`)
     params = PreprocParams.from_config(cfg)           # height, width, mask_outside
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(df)
     try: cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise TsbnError(f"cannot create the cache folder {cache_dir} ({e}): pass cache_dir (--cache-dir) "
+    except OSError as e: raise TsbnError(f"cannot create the cache folder {cache_dir} ({e}): pass {option('cache_dir', 'DIR')} "
                                          "or set TSBN_CACHE to a writable folder") from None
     if not os.access(cache_dir, os.W_OK):
-        raise TsbnError(f"the cache folder {cache_dir} is not writable: pass cache_dir (--cache-dir) or set TSBN_CACHE")
+        raise TsbnError(f"the cache folder {cache_dir} is not writable: pass {option('cache_dir', 'DIR')} or set TSBN_CACHE")
     lats = [l or None for l in df.laterality]
     cache = build_cache(df.path.tolist(), lats, params, cache_dir, skip_bad=skip_bad, workers=workers, progress=progress,
                         hashes=df.content_hash.tolist())
