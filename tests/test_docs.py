@@ -1,13 +1,15 @@
 """The documentation site (`make docs`, tools/build_docs.py): it builds, every page is reachable from the index, an
-executed page embeds its figures, a notebook that fails is named with its cell, and README.md cannot be overwritten."""
-import configparser, hashlib, importlib.util, json, re, subprocess, sys
+executed page embeds its figures, its equations are MathML written at build time and no page loads a script (from a CDN
+or anywhere: the site renders offline), a notebook that fails is named with its cell, and README.md cannot be
+overwritten."""
+import configparser, hashlib, html, importlib.util, json, re, subprocess, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / 'tools' / 'build_docs.py'
 NBS = ROOT / 'nbs'
-EXECUTED = '06_losses'        # a small notebook with figures (~15 s to execute)
+EXECUTED = ('04_pretext', '06_losses')   # the method notebooks: equations, code, figures (each well under a minute)
 
 
 def _load_tool():
@@ -34,13 +36,13 @@ def _sha(p:Path) -> str: return hashlib.sha256(p.read_bytes()).hexdigest()
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
-    "The site with every notebook rendered as source and one executed (the fast path of `make docs EXECUTE=0`, plus one)."
+    "The site with every notebook rendered as source and the method notebooks executed (`make docs EXECUTE=0`, plus two)."
     out = tmp_path_factory.mktemp('docs') / '_docs'
     notebooks = sorted(NBS.glob('*.ipynb')) + sorted((NBS / 'experiments').glob('*.ipynb'))   # as the build saw them
-    before = _sha(NBS / f'{EXECUTED}.ipynb')
-    r = _run('--out', out, '--execute', EXECUTED)
+    before = {n: _sha(NBS / f'{n}.ipynb') for n in EXECUTED}
+    r = _run('--out', out, '--execute', *EXECUTED)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _sha(NBS / f'{EXECUTED}.ipynb') == before, "executing for the docs wrote into nbs/"
+    assert {n: _sha(NBS / f'{n}.ipynb') for n in EXECUTED} == before, "executing for the docs wrote into nbs/"
     return out, notebooks
 
 
@@ -69,15 +71,99 @@ def test_index_and_every_page_link_to_every_page(site):
 
 def test_executed_page_embeds_its_figures(site):
     site, _ = site
-    html = (site / f'{EXECUTED}.html').read_text(encoding='utf-8')
-    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) >= 1
-    assert 'Executed when the docs were built' in html
-    assert '#| export' not in html and '#| default_exp' not in html      # directives stripped, hidden cells dropped
+    for name in EXECUTED:
+        html = (site / f'{name}.html').read_text(encoding='utf-8')
+        assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) >= 1, name
+        assert 'Executed when the docs were built' in html
+        assert '#| export' not in html and '#| default_exp' not in html  # directives stripped, hidden cells dropped
     assert 'def ct_loss(' in re.sub(r'<[^>]+>', '', html)               # exported code is shown: it is the method
-    src = (site / '04_pretext.html').read_text(encoding='utf-8')       # rendered without executing: no outputs
+    src = (site / '05_nets.html').read_text(encoding='utf-8')          # rendered without executing: no outputs
     assert 'Source only' in src and not re.search(r'<img[^>]*src="data:image/png', src)
     css = list(site.glob('lab-*.css'))                                   # one shared stylesheet, linked by every page
     assert len(css) == 1 and f'href="{css[0].name}"' in html
+
+
+def _markdown_equations(nb:Path) -> list:
+    "The equations of a notebook's markdown cells, as the builder finds them: [(kind, LaTeX)]."
+    cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
+    return [(k, t) for c in cells if c['cell_type'] == 'markdown' for k, t in bd.split_math(''.join(c['source']))
+            if k != 'text']
+
+
+def test_no_page_loads_anything_from_the_network(site):
+    "Offline, in ten years: no <script> at all (no MathJax, require.js, mermaid or widget manager), no remote style or font."
+    site, _ = site
+    files = sorted(site.glob('*.html')) + sorted(site.glob('*.css'))
+    assert len(files) >= 19
+    for f in files:
+        text = f.read_text(encoding='utf-8')
+        assert '<script' not in text, f"{f.name} has a script"
+        remote = re.findall(r'<(?:link|img|iframe|source|video|audio|embed)\b[^>]*\b(?:src|href)="(?:https?:)?//[^"]*"', text)
+        assert not remote, f"{f.name} loads {remote[:3]}"
+        assert not re.search(r'@import|url\(\s*["\']?(?:https?:)?//', text), f"{f.name}: a stylesheet reaches out"
+        low = text.lower()
+        for cdn in ('cdnjs', 'jsdelivr', 'unpkg', 'mathjax', 'require.js', 'googleapis'):
+            assert cdn not in low, f"{f.name} mentions {cdn}"
+
+
+@pytest.mark.parametrize('name', ['index', *EXECUTED])
+def test_every_equation_is_mathml(site, name):
+    "Each `$...$` / `$$...$$` of the notebook is one <math> element of the page, block or inline as written; no raw LaTeX."
+    site, _ = site
+    eqs = _markdown_equations(NBS / f'{name}.ipynb')
+    assert eqs and any(k == 'display' for k, _ in eqs)                 # these pages do have displayed equations
+    page = (site / f'{name}.html').read_text(encoding='utf-8')
+    maths = re.findall(r'<math\b[^>]*display="(block|inline)"', page)
+    assert len(maths) >= len(eqs), (len(maths), len(eqs))             # markdown outputs of executed cells may add more
+    assert maths.count('block') >= sum(k == 'display' for k, _ in eqs)
+    assert 'TSBNMATH' not in page
+    shown = re.sub(r'<annotation\b.*?</annotation>', '', page, flags=re.S)   # the LaTeX kept as annotation is not shown
+    shown = html.unescape(re.sub(r'<[^>]+>', ' ', shown))
+    for kind, tex in eqs:
+        assert f'${tex}$' not in shown, f"{name}: ${tex}$ is shown as LaTeX"
+    drawn = re.sub(r'<annotation\b.*?</annotation>', '', ''.join(re.findall(r'<math\b.*?</math>', page, re.S)), flags=re.S)
+    assert not re.search(r'>\s*\\[A-Za-z|]+\s*<', drawn), f"{name}: a LaTeX command left as text in an equation"
+
+
+def test_split_math():
+    pieces = lambda s: [(k, t) for k, t in bd.split_math(s) if k != 'text']
+    assert pieces('GSIM: $F(t) = t - d/2$ and\n$$\\sum_i x_i$$') == [('inline', 'F(t) = t - d/2'), ('display', '\\sum_i x_i')]
+    assert pieces('costs $5 and $10.') == [] and pieces('\\$x$ and $ y $') == []   # prices, an escaped dollar, spaces
+    assert pieces('`$HOME` and ``a $b$ c``') == []                      # code spans are code
+    assert pieces('```bash\necho $x$\n```\nthen $y$') == [('inline', 'y')]   # so are fenced blocks
+    assert pieces('$a$\n\n$b') == [('inline', 'a')]                     # inline math does not cross a paragraph
+    assert ''.join(t for _, t in bd.split_math('no math here, `$x$`')) == 'no math here, `$x$`'
+
+
+def test_mathml():
+    m = bd.to_mathml('\\frac{a}{2}', display=True)
+    assert m.startswith('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">') and '<mfrac>' in m
+    assert '<annotation encoding="application/x-tex">\\frac{a}{2}</annotation>' in m
+    m = bd.to_mathml('\\big\\lVert x \\big\\rVert', display=False)    # latex2mathml leaves these as text: fixed here
+    assert 'lVert' not in m.split('<annotation')[0] and m.count('&#x02016;') == 2
+    box = bd.MathBox('nbs/99_x.ipynb')
+    with pytest.raises(bd.DocsError, match=r"nbs/99_x.ipynb: cell 3: cannot render the equation \$\\foo x\$ .*unknown command"):
+        box.protect('a $\\foo x$', 'cell 3')
+    with pytest.raises(bd.DocsError, match=r"cell 4: cannot render the equation \$x\^\$"):
+        box.protect('$x^$', 'cell 4')
+    # a placeholder inside a tag (a heading's anchor id) becomes the LaTeX, in the text the MathML
+    text = box.protect('## Eq. $a_1$', 'cell 5')
+    assert '$' not in text
+    mark = re.search(r'TSBNMATH\d{5}X', text).group(0)
+    out = box.restore(f'<h2 id="Eq.-{mark}">Eq. {mark}</h2>')
+    assert out.startswith('<h2 id="Eq.-a_1">Eq. <math ') and out.endswith('</math></h2>')
+
+
+def test_a_bad_equation_is_named_and_leaves_the_site_alone(tmp_path):
+    nbs = tmp_path / 'nbs'; nbs.mkdir()
+    cell = lambda i, s: {'cell_type': 'markdown', 'id': f'c{i}', 'metadata': {}, 'source': s}
+    (nbs / 'index.ipynb').write_text(json.dumps({'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [
+        cell(0, '# Home'), cell(1, 'fine: $x^2$'), cell(2, 'broken: $\\left( x$')]}))
+    out = tmp_path / 'site'; out.mkdir(); (out / 'index.html').write_text('previous build')
+    r = _run('--nbs', nbs, '--out', out, '--reference', tmp_path / 'none', '--no-execute', timeout=300)
+    assert r.returncode == 1
+    assert "index.ipynb: cell 2: cannot render the equation $\\left( x$ as MathML" in r.stderr, r.stderr
+    assert (out / 'index.html').read_text() == 'previous build' and not (tmp_path / 'site.partial').exists()
 
 
 def test_a_failing_notebook_is_named_with_its_cell(tmp_path):

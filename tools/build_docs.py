@@ -7,8 +7,9 @@
 
 Quarto (what `nbdev_docs` needs) cannot be installed here, so the pages are rendered with nbconvert's `lab` template
 and notebooks are executed with nbclient, at most `--workers` kernels at a time, each cell under `--timeout` seconds.
-Figures are embedded in the pages as data URIs, so `_docs/` is a self-contained folder that can be opened from disk or
-served by any static host. The notebooks in `nbs/` are never written to: they are copied to a temporary folder and
+Figures are embedded in the pages as data URIs and equations are written as MathML when the site is built (with
+latex2mathml; browsers draw MathML themselves), so the pages load no script at all, from a CDN or elsewhere: `_docs/`
+is a self-contained folder that renders offline, opened from disk or served by any static host. The notebooks in `nbs/` are never written to: they are copied to a temporary folder and
 executed there (their relative paths still work, since the whole `nbs/` tree is copied).
 
 nbdev's cell directives are honoured: `#| hide` and `#| default_exp` cells are dropped from the pages,
@@ -198,6 +199,124 @@ def for_rendering(nb, page:Page, executed:bool, skip_flags:set, note:str) -> dic
     return dict(nb, cells=cells)
 
 
+# ---- equations: LaTeX turned into MathML when the site is built, so pages need no script and no network ----------
+# nbconvert's pages load MathJax (and require.js) from a CDN, which leaves every `$...$` as raw LaTeX offline. Here the
+# math of markdown cells and markdown outputs is cut out before nbconvert sees it (a placeholder stands in), converted
+# with latex2mathml, and put back into the page as <math> elements, which browsers render natively (MathML Core).
+_FENCE = re.compile(r'^ {0,3}(`{3,}|~{3,})')
+_MATH_MARK = re.compile(r'TSBNMATH(\d{5})X')
+
+
+def split_math(text:str) -> list[tuple[str, str]]:
+    """Markdown as pieces ('text'|'inline'|'display', content): `$$...$$` is display math, `$...$` inline math (no
+    space just inside the dollars, none followed by a digit: `$5 and $10` stay text), `\\$` a dollar sign; code spans
+    and fenced code blocks are text."""
+    out, buf, i, n, line_start = [], [], 0, len(text), True
+    def flush():
+        if buf: out.append(('text', ''.join(buf))); buf.clear()
+    while i < n:
+        if line_start and (m := _FENCE.match(text, i)):
+            fence = m.group(1)
+            close = re.compile(r'^ {0,3}' + re.escape(fence[0]) + '{%d,}[ \t]*$' % len(fence), re.M)
+            eol = text.find('\n', i)
+            c = close.search(text, eol + 1) if eol >= 0 else None
+            end = n if c is None else c.end()
+            buf.append(text[i:end]); i, line_start = end, False
+            continue
+        ch = text[i]
+        line_start = ch == '\n'
+        if ch == '\\' and i + 1 < n:                                        # an escape: `\$` is a dollar sign
+            buf.append(text[i:i + 2]); i += 2; continue
+        if ch == '`':                                                       # a code span: up to the same run of backticks
+            j = i
+            while j < n and text[j] == '`': j += 1
+            m = re.compile(r'(?<!`)' + text[i:j] + r'(?!`)').search(text, j)
+            end = m.end() if m else j
+            buf.append(text[i:end]); i = end; continue
+        if text.startswith('$$', i):
+            j = text.find('$$', i + 2)
+            if j > i + 2 and text[i + 2:j].strip():
+                flush(); out.append(('display', text[i + 2:j])); i = j + 2; continue
+        elif ch == '$' and i + 1 < n and not text[i + 1].isspace():
+            j = i + 1
+            while (j := text.find('$', j)) > 0 and '\n\n' not in text[i:j]:
+                if text[j - 1] != '\\' and not text[j - 1].isspace() and not text[j + 1:j + 2].isdigit(): break
+                j += 1
+            else: j = -1
+            if j > i + 1:
+                flush(); out.append(('inline', text[i + 1:j])); i = j + 1; continue
+        buf.append(ch); i += 1
+    flush()
+    return out
+
+
+_DELIMS = {'\\lVert': '&#x02016;', '\\rVert': '&#x02016;', '\\Vert': '&#x02016;', '\\|': '&#x02016;', '\\lvert': '|',
+           '\\rvert': '|', '\\vert': '|', '\\langle': '&#x027E8;', '\\rangle': '&#x027E9;', '\\lceil': '&#x02308;',
+           '\\rceil': '&#x02309;', '\\lfloor': '&#x0230A;', '\\rfloor': '&#x0230B;', '\\{': '{', '\\}': '}'}
+
+
+def to_mathml(tex:str, display:bool) -> str:
+    "One equation as a MathML element; its LaTeX kept as an annotation (copyable, searchable)."
+    try: from latex2mathml.converter import convert
+    except ImportError:
+        raise DocsError("docs: latex2mathml is not installed (it writes the equations as MathML): run `make install`, "
+                        "or pip install 'tsbn_nb[dev]'") from None
+    mathml = convert(tex.strip(), display='block' if display else 'inline')
+    # latex2mathml leaves a delimiter command after \big, \Big, \bigl... as text (`\big\lVert`): put the character in
+    mathml = re.sub(r'(<mo\b[^>]*>)(\\[A-Za-z|{}]+)(</mo>)',
+                    lambda m: m.group(1) + _DELIMS.get(m.group(2), m.group(2)) + m.group(3), mathml)
+    unknown = re.findall(r'>(\\[A-Za-z]+)<', mathml)          # a command latex2mathml does not know is shown as text
+    if unknown: raise ValueError(f"unknown command {unknown[0]}")
+    note = f'<annotation encoding="application/x-tex">{html.escape(tex.strip())}</annotation>'
+    # wrap the rendering and its source in <semantics>, as MathML does for an annotated expression
+    head, sep, rest = mathml.partition('>')
+    body = rest[:rest.rindex('</math>')]
+    return f'{head}{sep}<semantics><mrow>{body}</mrow>{note}</semantics></math>'
+
+
+class MathBox:
+    "The equations cut out of one page, by placeholder."
+    def __init__(self, key:str): self.key, self.items = key, []
+
+    def protect(self, text:str, where:str) -> str:
+        "`text` (markdown) with each equation replaced by a placeholder; an equation that cannot be converted is an error."
+        parts = []
+        for kind, s in split_math(text):
+            if kind == 'text': parts.append(s); continue
+            try: mathml = to_mathml(s, kind == 'display')
+            except Exception as e:
+                raise DocsError(f"docs: {self.key}: {where}: cannot render the equation ${s.strip()[:80]}$ as MathML "
+                                f"({type(e).__name__}{': ' + str(e) if str(e) else ''}); write it with commands latex2mathml knows") from None
+            parts.append(f'TSBNMATH{len(self.items):05d}X')
+            self.items.append((s.strip(), mathml))
+        return ''.join(parts)
+
+    def restore(self, page_html:str) -> str:
+        "Placeholders inside a tag (an anchor id from a heading) become the LaTeX text, the others the MathML."
+        tex = lambda m: html.escape(self.items[int(m.group(1))][0], quote=True)
+        page_html = re.sub(r'<[^<>]*TSBNMATH\d{5}X[^<>]*>', lambda t: _MATH_MARK.sub(tex, t.group(0)), page_html)
+        return _MATH_MARK.sub(lambda m: self.items[int(m.group(1))][1], page_html)
+
+
+def protect_math(nb:dict, key:str) -> tuple[dict, MathBox]:
+    "The notebook with the equations of its markdown cells and markdown outputs replaced by placeholders."
+    box, cells = MathBox(key), []
+    for k, cell in enumerate(nb['cells']):
+        if cell.get('cell_type') == 'markdown':
+            cell = dict(cell, source=box.protect(_src(cell), f'cell {k}'))
+        elif cell.get('cell_type') == 'code' and cell.get('outputs'):
+            outs = []
+            for o in cell['outputs']:
+                md = o.get('data', {}).get('text/markdown')
+                if md is not None:
+                    md = ''.join(md) if isinstance(md, list) else md
+                    o = dict(o, data=dict(o['data'], **{'text/markdown': box.protect(md, f'cell {k} (output)')}))
+                outs.append(o)
+            cell = dict(cell, outputs=outs)
+        cells.append(cell)
+    return dict(nb, cells=cells), box
+
+
 _CSS = """
 body.jp-Notebook { margin: 0; }
 nav.tsbn-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 17rem; overflow-y: auto; padding: 1rem 0.9rem;
@@ -212,6 +331,8 @@ nav.tsbn-nav li a.current { background: #1a4d8f; color: #fff; }
 main.tsbn-main { margin-left: 17rem; padding: 1rem 2rem 3rem; max-width: 72rem; }
 .tsbn-note { border-left: 4px solid #1a4d8f; background: #eef3fa; padding: .5rem .8rem; font-size: 13px; color: #333; }
 .tsbn-skipped { color: #8a5a00; font-size: 12px; margin: 0; }
+math { font-size: 1.08em; }
+math[display="block"] { margin: .7em 0; overflow-x: auto; }
 @media (max-width: 900px) { nav.tsbn-nav { position: static; width: auto; border-right: 0; }
   main.tsbn-main { margin-left: 0; } }
 """
@@ -219,6 +340,12 @@ main.tsbn-main { margin-left: 17rem; padding: 1rem 2rem 3rem; max-width: 72rem; 
 _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {% block notebook_css %}<!--tsbn-css-->{{ super() }}<!--/tsbn-css-->{% endblock notebook_css %}
 {% block html_head_css %}{{ super() }}<style>{{ resources.tsbn_css }}</style>{% endblock html_head_css %}
+{#- nothing from the network: equations are MathML written at build time (no MathJax), no require.js, no mermaid,
+    no widget manager (the pages hold no widgets) -#}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block body_header -%}
 <body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
 {{ resources.tsbn_nav }}
@@ -294,13 +421,15 @@ def make_exporter():
     return ex
 
 
-def render(exporter, nb:dict, page:Page, pages:list[Page], subtitle:str) -> str:
+def render(exporter, nb:dict, page:Page, pages:list[Page], subtitle:str, maths:MathBox|None=None) -> str:
+    "One page's HTML; `maths`: the equations already cut out of `nb` by `protect_math` (done here when not given)."
     import nbformat
+    if maths is None: nb, maths = protect_math(nb, _shown(page.src))
     node = nbformat.from_dict(nb)
     resources = {'metadata': {'path': str(page.src.parent), 'name': page.title},
                  'tsbn_nav': nav_html(pages, page, subtitle), 'tsbn_css': _CSS}
     body, _ = exporter.from_notebook_node(node, resources=resources)
-    return embed_local_images(rewrite_links(body, page, pages), page)
+    return maths.restore(embed_local_images(rewrite_links(body, page, pages), page))
 
 
 def _shown(path:Path) -> str:
@@ -384,29 +513,38 @@ def build(out:Path, nbs:Path=ROOT / 'nbs', reference:Path|None=ROOT / 'results' 
                             + '\n'.join(failures))
         staging = out.with_name(out.name + '.partial')
         shutil.rmtree(staging, ignore_errors=True); staging.mkdir(parents=True)
-        exporter = make_exporter()
         subtitle = f"built {stamp} from {commit}, tsbn_nb {version}"
-        for p in pages:
-            nb = executed.get(p.key)
-            if nb is not None:
-                note = f"Executed when the docs were built ({stamp}, git {html.escape(commit)})."
-            elif p.stored:
-                nb = _read(p.src)
-                note = (f"This notebook is shown as it was executed for the committed reference "
-                        f"(<code>{html.escape(_shown(p.src))}</code>).")
-            else:
-                nb = _read(p.src)
-                note = ("Source only: papermill runs this notebook once per (algorithm, fold, seed); executed copies "
-                        "are written under <code>results/</code>." if p.key.startswith('experiments/') else
-                        "Source only: this page was rendered without executing the notebook "
-                        "(<code>make docs EXECUTE=0</code>); <code>make docs</code> shows its outputs and figures.")
-            nb = for_rendering(nb, p, p.key in executed, set(skip_flags), note)
-            (staging / p.out).write_text(share_css(render(exporter, nb, p, pages, subtitle), staging), encoding='utf-8')
+        try: _render_all(pages, executed, skip_flags, staging, stamp, commit, subtitle)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True); raise          # an equation that cannot be drawn: nothing half-built
         (staging / '.nojekyll').write_text('')
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
     log(f"docs: {len(pages)} pages ({len(executed)} executed) written to {out}")
     return pages
+
+
+def _render_all(pages, executed, skip_flags, staging, stamp, commit, subtitle):
+    "Every page into `staging`: executed notebooks with their outputs, the others as stored."
+    exporter = make_exporter()
+    for p in pages:
+        nb = executed.get(p.key)
+        if nb is not None:
+            note = f"Executed when the docs were built ({stamp}, git {html.escape(commit)})."
+        elif p.stored:
+            nb = _read(p.src)
+            note = (f"This notebook is shown as it was executed for the committed reference "
+                    f"(<code>{html.escape(_shown(p.src))}</code>).")
+        else:
+            nb = _read(p.src)
+            note = ("Source only: papermill runs this notebook once per (algorithm, fold, seed); executed copies "
+                    "are written under <code>results/</code>." if p.key.startswith('experiments/') else
+                    "Source only: this page was rendered without executing the notebook "
+                    "(<code>make docs EXECUTE=0</code>); <code>make docs</code> shows its outputs and figures.")
+        nb, maths = protect_math(nb, _shown(p.src))      # before the directives are applied: cell numbers as in the file
+        nb = for_rendering(nb, p, p.key in executed, set(skip_flags), note)
+        page_html = render(exporter, nb, p, pages, subtitle, maths)
+        (staging / p.out).write_text(share_css(page_html, staging), encoding='utf-8')
 
 
 def main(argv=None) -> int:
