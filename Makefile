@@ -82,8 +82,11 @@ bench-gpu: $(STAMP)
 
 # The documentation site: every notebook of nbs/ executed in a temporary copy (nbs/ is never written) and rendered
 # with its outputs and figures into _docs/ (open _docs/index.html); a notebook that fails is named with its cell.
+# Equations are MathML written at build time and the pages load no script, so _docs/ renders offline; the GitHub Pages
+# workflow (.github/workflows/pages.yaml) publishes the same build from main.
 # `make docs EXECUTE=0` renders the sources without executing (seconds); DOCS_FLAGS passes more options, e.g.
-# DOCS_FLAGS="--execute 06_losses 08_metrics" or "--timeout 1200". Not part of `make test` (tests/test_docs.py builds it).
+# DOCS_FLAGS="--execute 04_pretext 06_losses" or "--timeout 1200". Not part of `make test`, whose tests/test_docs.py
+# builds every page unexecuted plus the method notebooks 04_pretext and 06_losses executed.
 EXECUTE ?= 1
 DOCS_FLAGS ?=
 .PHONY: docs

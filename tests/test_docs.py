@@ -211,3 +211,27 @@ def test_readme_cannot_be_overwritten_and_agrees_with_the_index():
     index = '\n'.join(''.join(c['source']) for c in json.loads((NBS / 'index.ipynb').read_text())['cells'])
     commands = re.findall(r'^make (?:reproduce|test) +#.*$', readme, re.M)
     assert len(commands) == 2 and all(c in index for c in commands)    # the two commands, word for word
+
+
+def test_pages_workflow_publishes_the_site_from_main():
+    "nbdev's convention: a GitHub Pages workflow builds the site (here with `make docs`) on pushes to main and deploys it."
+    yaml = pytest.importorskip('yaml')
+    wf = yaml.safe_load((ROOT / '.github' / 'workflows' / 'pages.yaml').read_text(encoding='utf-8'))
+    on = wf.get('on', wf.get(True))                                   # YAML 1.1 reads a bare `on` as true
+    assert on['push']['branches'] == ['main'] and 'workflow_dispatch' in on
+    assert wf['permissions'] == {'contents': 'read', 'pages': 'write', 'id-token': 'write'}
+    build = wf['jobs']['build']['steps']
+    runs = '\n'.join(s.get('run', '') for s in build)
+    assert 'make install' in runs and re.search(r'^\s*make docs$', runs, re.M)   # the full, executed site by default
+    upload = next(s for s in build if s.get('uses', '').startswith('actions/upload-pages-artifact'))
+    assert upload['with']['path'] == '_docs'
+    assert any(s.get('uses', '').startswith('actions/deploy-pages') for s in wf['jobs']['deploy']['steps'])
+    assert wf['jobs']['deploy']['needs'] == 'build'
+
+
+def test_readme_links_the_published_site():
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
+    url = cfg['DEFAULT']['doc_host'] + cfg['DEFAULT']['doc_baseurl']
+    readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    assert f'<{url}>' in readme.split('## The two commands')[0]           # at the top, where a reader starts
+    assert '## Documentation' in readme and 'pages.yaml' in readme
