@@ -202,3 +202,23 @@ def test_progress_lines_off_a_terminal(tmp_path, capsys, progress):
     capsys.readouterr()
     build_cache(files, None, PreprocParams(32, 16), tmp_path / 'c', workers=2, progress=progress)   # reused: silent
     assert 'preprocessing mammograms' not in capsys.readouterr().err
+
+
+def test_bad_display_window_through_the_cache(tmp_path, monkeypatch):
+    "WindowWidth 0 / WindowCenter 'abcd' in a dataset: the build's error lists each file with its value (no 'unexpected "
+    "ValueError/TypeError'), names the command line's flag to leave them out, and skip_bad leaves them out."
+    files = _dataset(tmp_path / 'd', n=4)
+    zero = str(save_dicom(tmp_path / 'd' / 'zero.dcm', _breast(300, 240, 'left', np.random.default_rng(1)), bits_stored=14,
+                          WindowCenter=8000, WindowWidth=0))
+    text = save_dicom(tmp_path / 'd' / 'text.dcm', _breast(300, 240, 'left', np.random.default_rng(2)), bits_stored=14,
+                      WindowCenter=1234, WindowWidth=4000)
+    text.write_bytes(text.read_bytes().replace(b'1234.0', b'abcd  '))
+    monkeypatch.setenv('TSBN_COMMAND', 'run')
+    with pytest.raises(TsbnError) as e:
+        build_cache(files + [zero, str(text)], None, PreprocParams(64, 32), tmp_path / 'c', workers=2, progress=False)
+    msg = str(e.value)
+    assert f"{zero}: WindowWidth 0 is not a display window" in msg and f"{text}: WindowCenter 'abcd' is not a number" in msg, msg
+    assert 'unexpected' not in msg and '--skip-bad' in msg and 'skip_bad=True' not in msg, msg
+    with pytest.warns(UserWarning, match='WindowWidth 0'):
+        c = build_cache(files + [zero, str(text)], None, PreprocParams(64, 32), tmp_path / 'c', workers=0, progress=False, skip_bad=True)
+    assert len(c) == 4 and c.ok.tolist() == [True] * 4 + [False, False]
