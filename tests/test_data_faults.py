@@ -160,3 +160,21 @@ def test_corrupted_cache_is_rebuilt_end_to_end(tmp_path, settled):
     assert len(said) == 1 and df.attrs['cache_key'] in said[0], said
     assert ('rebuilding it' if settled else 'replacing it with the one just built') in said[0], said
     assert np.array_equal(np.asarray(images2), good) and df2.attrs['fingerprint'] == df.attrs['fingerprint']
+
+
+def test_full_cache_disk_from_the_command_line(tmp_path, capsys, monkeypatch):
+    "`tsbn run --cache-dir C` with 300 KB free on C's disk: one line 'C is full (N MiB free, M MiB needed …)' naming "
+    "--cache-dir, exit 2, nothing left in C (the results folder's own space check is not involved: it has room)."
+    import shutil
+    from test_datasets import make_inbreast
+    d, cache = make_inbreast(tmp_path / 'inb'), tmp_path / 'tiny_disk'
+    real = shutil.disk_usage
+    def usage(p):
+        u = real(p)
+        return type(u)(u.total, u.total - 300_000, 300_000) if str(p).startswith(str(cache)) else u
+    monkeypatch.setattr(shutil, 'disk_usage', usage)
+    rc, _, err = _cli(capsys, 'run', '--data', str(d), '--profile', 'smoke', '--algorithm', 'resnet', '--fold', '0',
+                      '--out', str(tmp_path / 'res'), '--cache-dir', str(cache), '-p', 'height', '512', '-p', 'width', '256')
+    assert rc == 2 and f'{cache} is full (0.3 MiB free, ' in err and '--cache-dir DIR' in err, err
+    assert err.count('\n') == 0 and 'cache_dir=' not in err, err
+    assert sorted(p.name for p in cache.iterdir() if p.name != 'file-hashes.json') == []
