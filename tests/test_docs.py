@@ -141,6 +141,8 @@ def test_mathml():
     assert '<annotation encoding="application/x-tex">\\frac{a}{2}</annotation>' in m
     m = bd.to_mathml('\\big\\lVert x \\big\\rVert', display=False)    # latex2mathml leaves these as text: fixed here
     assert 'lVert' not in m.split('<annotation')[0] and m.count('&#x02016;') == 2
+    m = bd.to_mathml('x = 1 \\tag{2}', display=True)                 # an equation number keeps its distance
+    assert '<mspace width="2em"' in m and '<mtext>(2)</mtext>' in m and '\\tag{2}</annotation>' in m
     box = bd.MathBox('nbs/99_x.ipynb')
     with pytest.raises(bd.DocsError, match=r"nbs/99_x.ipynb: cell 3: cannot render the equation \$\\foo x\$ .*unknown command"):
         box.protect('a $\\foo x$', 'cell 3')

@@ -261,7 +261,8 @@ def to_mathml(tex:str, display:bool) -> str:
     except ImportError:
         raise DocsError("docs: latex2mathml is not installed (it writes the equations as MathML): run `make install`, "
                         "or pip install 'tsbn_nb[dev]'") from None
-    mathml = convert(tex.strip(), display='block' if display else 'inline')
+    shown = re.sub(r'\\tag\{([^{}]*)\}', r'\\qquad\\text{(\1)}', tex.strip())   # latex2mathml glues \tag{2} to the equation
+    mathml = convert(shown, display='block' if display else 'inline')
     # latex2mathml leaves a delimiter command after \big, \Big, \bigl... as text (`\big\lVert`): put the character in
     mathml = re.sub(r'(<mo\b[^>]*>)(\\[A-Za-z|{}]+)(</mo>)',
                     lambda m: m.group(1) + _DELIMS.get(m.group(2), m.group(2)) + m.group(3), mathml)
