@@ -202,6 +202,7 @@ def _dispatch(a) -> int:
             print(unhealthy_line(run_label(a.algorithm, a.fold, a.seed), rec['health']))
     elif a.cmd == 'reproduce':
         from tsbn_nb.sweep import reproduce
+        if a.verify: _check_reference(a.verify, a.out, a.profile)   # before the sweep, not after it
         s = reproduce(a.data, a.profile, out_dir=a.out, algorithms=a.algorithms, folds=a.folds, seeds=a.seeds,
                       workers=a.workers, scheduler=a.scheduler, overrides=_overrides(a.params), force=a.force,
                       scheduler_file=a.scheduler_file, retries=a.retries, dask_wait=a.dask_wait,
@@ -224,6 +225,20 @@ def _dispatch(a) -> int:
     elif a.cmd == 'predict':
         return _predict(a)
     return 0
+
+def _check_reference(reference_dir, out_dir, profile:str):
+    "`reproduce --verify DIR`: refuse at once a reference that is missing, holds no run records, or is the results folder itself."
+    from tsbn_nb.core import default_results_dir
+    ref = Path(reference_dir)
+    if not ref.is_dir():
+        raise TsbnError(f"--verify {reference_dir}: no such folder: give a results folder holding runs/<algorithm>/"
+                        "fold<k>.json (e.g. results/demo), or leave --verify out")
+    if not any(ref.glob('runs/*/fold*.json')):
+        raise TsbnError(f"--verify {reference_dir} holds no run records (runs/<algorithm>/fold<k>.json): give the results "
+                        "folder of a finished reproduction (e.g. results/demo)")
+    if ref.resolve() == Path(out_dir or default_results_dir(profile)).resolve():
+        raise TsbnError(f"--verify {reference_dir} is the results folder of this sweep itself: rerun into another "
+                        "folder (--out), then verify against it")
 
 def _verify(run_dir, reference_dir) -> int:
     "`tsbn verify`: print the verdict; 0 when the rerun is identical to or consistent with the reference, else 1."
@@ -258,18 +273,31 @@ def _predict(a) -> int:
         return 1
     return 0
 
+class _Terminated(KeyboardInterrupt):
+    "SIGTERM (kill, a batch system's time limit), raised like Ctrl-C so that locks are released and checkpoints kept."
+
+def _on_sigterm(*_): raise _Terminated()
+
 def main(argv=None) -> int:
     "Entry point of the `tsbn` console script."
+    import signal, threading
     a = build_parser().parse_args(argv)
     show = warnings.showwarning
     if not a.debug: warnings.showwarning = _one_line_warning
+    term = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try: return _as_command(a.cmd, _dispatch, a)
     except TsbnError as e:
         if a.debug: raise
         print(f'tsbn: error: {e}', file=sys.stderr); return 2
+    except _Terminated:
+        print('tsbn: terminated (SIGTERM); finished runs and checkpoints are kept, rerun the same command to continue',
+              file=sys.stderr)
+        return 143                                   # 128 + SIGTERM, as the shell reports a process it terminated
     except KeyboardInterrupt:
         print('tsbn: interrupted; finished runs are kept, rerun the same command to continue', file=sys.stderr)
         return 130
-    finally: warnings.showwarning = show
+    finally:
+        warnings.showwarning = show
+        if term is not None: signal.signal(signal.SIGTERM, term)
 
 if __name__ == '__main__' and 'get_ipython' not in globals(): sys.exit(main())   # python -m tsbn_nb.cli (not in a notebook)

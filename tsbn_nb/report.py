@@ -17,12 +17,12 @@ from .core import TsbnError, atomic_write_bytes, atomic_write_text, atomic_write
 from .metrics import METRICS, check_binary, binary_metrics, roc_points, roc_auc, bootstrap_ci, paired_bootstrap, delong_test, clustered_delong_test, holm
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'DAGGER', 'NOISE_CAPTION', 'PROBE_FILE',
-           'PROBE_NAMES', 'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm', 'format_table2',
-           'mark_unhealthy', 'health_note', 'seed_noise', 'noise_paragraph', 'format_noise', 'compare_with_paper',
-           'format_comparison', 'to_markdown', 'to_latex', 'write_table2', 'dataset_kind', 'table2_caption',
-           'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph', 'write_manifest', 'fmt_ci', 'probe_rows',
-           'evidence_text', 'make_report']
+__all__ = ['METRIC_NAMES', 'PAPER_TABLE2', 'PAPER_AUC', 'RUN_FILE', 'PREDICTION_EXTRAS', 'DAGGER', 'NOISE_CAPTION', 'STALE_MARK',
+           'PROBE_FILE', 'PROBE_NAMES', 'config_differences', 'load_runs', 'table2', 'pooled_auc_by_seed', 'fmt_pm',
+           'format_table2', 'mark_unhealthy', 'health_note', 'seed_noise', 'noise_paragraph', 'format_noise',
+           'compare_with_paper', 'format_comparison', 'to_markdown', 'to_latex', 'write_table2', 'dataset_kind',
+           'table2_caption', 'pooled_by_image', 'fig4', 'stats_table', 'stats_paragraph', 'write_manifest',
+           'record_digests', 'report_staleness', 'mark_stale', 'fmt_ci', 'probe_rows', 'evidence_text', 'make_report']
 
 # %% ../nbs/09_report.ipynb #011eff62
 METRIC_NAMES = dict(accuracy='Accuracy', sensitivity='Sensitivity', specificity='Specificity', youden='YI', f1='F1', auc='AUC')
@@ -595,6 +595,7 @@ def stats_paragraph(stats:pd.DataFrame, # output of `stats_table`
 # %% ../nbs/09_report.ipynb #67a1343b
 def write_manifest(runs:pd.DataFrame, # per-run table from `load_runs`
                    out_dir, # folder for manifest.json
+                   records:dict|None=None, # {record path: SHA-256} of the records summarised (`record_digests`): staleness
                   ) -> Path:
     "Write manifest.json: every run with its config, git commit, data fingerprint, device, wall time and health."
     from tsbn_nb import __version__
@@ -609,7 +610,41 @@ def write_manifest(runs:pd.DataFrame, # per-run table from `load_runs`
                differing_settings=sorted(config_differences(runs)),
                unhealthy_runs=[r.path for _, r in runs.iterrows() if not r.get('healthy', True)],
                total_wall_time_s=float(np.nansum(runs.wall_time_s.astype(float))), runs=items)
+    if records is not None: man['records'] = dict(records)
     return atomic_write_json(Path(out_dir) / 'manifest.json', man)
+
+# %% ../nbs/09_report.ipynb #b7e2c4a1
+STALE_MARK = '> **Stale report:**'   # the first line of a table2.md whose run records changed after it was written
+
+def record_digests(results_dir) -> dict[str, str]:
+    "{path under `results_dir`: SHA-256 of its bytes} of every run record in runs/<algorithm>/ (what a report summarises)."
+    import hashlib
+    root, out = Path(results_dir), {}
+    for f in sorted(root.glob('runs/*/fold*.json')):
+        if not RUN_FILE.match(f.name): continue
+        try: out[f.relative_to(root).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+        except OSError: out[f.relative_to(root).as_posix()] = 'unreadable'
+    return out
+
+def report_staleness(results_dir) -> str|None:
+    "Why the report in `results_dir` no longer matches the run records there ('2 run record(s) added ...'); None when it does, or there is no report (or one from before record digests)."
+    try: old = json.loads((Path(results_dir) / 'manifest.json').read_text()).get('records')
+    except (OSError, ValueError, AttributeError): return None
+    if not isinstance(old, dict): return None
+    new = record_digests(results_dir)
+    counts = dict(added=len(new.keys() - old.keys()), changed=sum(old[k] != new[k] for k in old.keys() & new.keys()),
+                  removed=len(old.keys() - new.keys()))
+    said = ', '.join(f'{n} {w}' for w, n in counts.items() if n)
+    return f'run records changed since it was written ({said})' if said else None
+
+def mark_stale(results_dir) -> str|None:
+    "Mark the report of `results_dir` stale when its run records changed: a first line in table2.md saying why and how to renew it; return why (None: up to date)."
+    why, t2 = report_staleness(results_dir), Path(results_dir) / 'table2.md'
+    if why is None or not t2.exists(): return why
+    text = t2.read_text(encoding='utf-8')
+    if text.startswith(STALE_MARK): text = text.split('\n\n', 1)[-1]          # an older mark: replaced
+    atomic_write_text(t2, f"{STALE_MARK} {why}; regenerate it with `tsbn report {results_dir}`.\n\n{text}")
+    return why
 
 # %% ../nbs/09_report.ipynb #58ef25a5
 def fmt_ci(est:float, lo:float, hi:float, digits:int=1) -> str:
@@ -697,6 +732,7 @@ def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].js
                ) -> dict:
     "Table II (+ comparison with the paper), Fig. 4, statistics, evidence and manifest from the run records; return {name: path}."
     import shutil, tempfile
+    digests = record_digests(results_dir)      # before reading: a record added meanwhile makes the report stale, never hidden
     runs, pooled = load_runs(results_dir, allow_mixed)
     out = Path(out_dir or results_dir); out.mkdir(parents=True, exist_ok=True)
     thr = {float(c.get('threshold', 0.5)) for c in runs.config}
@@ -726,7 +762,7 @@ def make_report(results_dir, # folder with runs/<algorithm>/fold<k>[-seed<s>].js
         paths['noise_csv'] = atomic_write_text(tmp / 'noise.csv', nz.to_csv(float_format='%.6g'))
         paths['noise_md'] = atomic_write_text(tmp / 'noise.md', to_markdown(format_noise(nz), NOISE_CAPTION))
         paths['evidence_md'] = atomic_write_text(tmp / 'evidence.md', evidence_text(probe, pa, t2, nz))
-        paths['manifest'] = write_manifest(runs, tmp)
+        paths['manifest'] = write_manifest(runs, tmp, records=digests)
         tidy = pooled.rename(columns={'image_id': 'image', 'patient_id': 'patient', 'prob': 'probability'})
         paths['predictions_csv'] = atomic_write_text(tmp / 'predictions.csv', tidy.to_csv(index=False, float_format='%.9g'))
         published = {}

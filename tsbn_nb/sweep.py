@@ -20,8 +20,8 @@ from .train import record_path, run_name, record_conflict, RunLock
 
 # %% auto #0
 __all__ = ['find_notebook', 'RunSpec', 'record_state', 'is_done', 'plan', 'execute_run', 'run_notebook', 'stop_running',
-           'KernelServer', 'recorded_walls', 'bench_peaks', 'longest_first', 'plan_table', 'reproduce', 'write_probe',
-           'run_report']
+           'KernelServer', 'recorded_walls', 'bench_peaks', 'longest_first', 'plan_table', 'check_writable',
+           'sweep_bytes', 'check_space', 'reproduce', 'write_probe', 'run_report']
 
 # %% ../nbs/10_sweep.ipynb #1a42270a
 def find_notebook(name:str) -> Path:
@@ -91,9 +91,11 @@ def plan(profile:str, data, out_dir, algorithms=ALGORITHMS, folds=None, seeds=(0
     cfg = get_config(profile, **overrides)
     bad = [a for a in algorithms if a not in ALGORITHMS]
     if bad: raise TsbnError(f"unknown algorithm(s) {', '.join(bad)}: choose from {', '.join(ALGORITHMS)}")
-    folds = list(range(cfg.n_folds)) if folds is None else [int(f) for f in folds]
+    folds = list(range(cfg.n_folds)) if folds is None else list(dict.fromkeys(int(f) for f in folds))   # 0 0: once
     badf = [f for f in folds if not 0 <= f < cfg.n_folds]
     if badf: raise TsbnError(f"fold(s) {badf} out of range: folds are numbered 0..{cfg.n_folds - 1}")
+    seeds = list(dict.fromkeys(int(s) for s in seeds))                  # --seeds 0 0: one run, not the same run twice on one lock
+    for s in seeds: get_config(profile, seed=s, **overrides)   # -1 or 10**20: refused now, not inside every run
     algos = [a for a in ALGORITHMS if a in algorithms]
     return [RunSpec(a, f, int(s), profile, str(Path(data).resolve()), str(Path(out_dir).resolve()), kind,
                     str(Path(cache_dir).resolve()) if cache_dir else None, skip_bad, overrides)
@@ -106,7 +108,7 @@ def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:
     "Execute run_fold.ipynb for `spec` with papermill; return {'name','ok','auc','wall_s','notebook','error'}."
     nb = find_notebook('run_fold.ipynb')
     spec.notebook.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     out = {'name': spec.name, 'ok': False, 'wall_s': 0.0, 'notebook': str(spec.notebook), 'error': None, 'auc': None,
            'interrupted': False, 'skipped': False}
     if _STOP.is_set(): return out | {'error': 'not started (interrupted)', 'skipped': True}
@@ -114,12 +116,17 @@ def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:
         with RunLock(spec.record.with_suffix('.lock')): pass       # trained by another sweep right now? then skip it
     except TsbnError as e: return out | {'error': str(e), 'skipped': True}
     err = run_notebook(nb, spec.notebook, spec.parameters(), server=server, threads=threads, gpu=gpu, timeout=timeout)
-    ok = err is None and spec.record.exists()
+    ok = spec.record.exists() and (err is None or _finished_since(spec, started))   # stopped just after its record: done
     if not ok and err is None: err = f'the notebook ended without writing its record {spec.record}'
     if not ok and _STOP.is_set(): out['interrupted'], err = True, 'interrupted (its checkpoint is kept for the rerun)'
     out |= {'ok': ok, 'wall_s': round(time.perf_counter() - t0, 1), 'error': None if ok else err}
     if ok: out['auc'] = json.loads(spec.record.read_text())['metrics'].get('auc')
     return out
+
+def _finished_since(spec:RunSpec, t:float) -> bool:
+    "Whether `spec`'s record was written at or after time `t` and is whole, with the settings of `spec`."
+    try: return spec.record.stat().st_mtime >= t - 1 and record_state(spec) == 'done'
+    except OSError: return False
 
 def run_notebook(nb, # the notebook to execute (its `parameters` cell gets `parameters`)
                  out, # the executed copy (written as papermill goes, kept when a cell fails)
@@ -147,8 +154,8 @@ def _run_process(nb:Path, out:Path, parameters:dict, env:dict, timeout:float|Non
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
         json.dump(parameters, f); params = f.name                  # JSON is valid YAML
     try:
-        cmd = [sys.executable, '-m', 'papermill', str(nb), str(out), '-f', params,
-               '-k', 'python3', '--no-progress-bar', '--cwd', str(nb.parent)]
+        cmd = [*_papermill_cmd(), str(nb), str(out), '-f', params, '-k', 'python3', '--no-progress-bar', '--cwd', str(nb.parent)]
+        env = env | {'TSBN_PARENT_PID': str(os.getpid())}
         # its own session: Ctrl-C reaches the sweep, which stops papermill and its kernel (see `stop_running`)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -160,6 +167,20 @@ def _run_process(nb:Path, out:Path, parameters:dict, env:dict, timeout:float|Non
             with _LOCK: _RUNNING.discard(proc)
     finally: os.unlink(params)
     return None if proc.returncode == 0 else _last_error(stderr) or f'papermill exited with {proc.returncode}'
+
+# papermill dies with the process that started it (Linux: PR_SET_PDEATHSIG), and its kernel with it (ipykernel exits
+# when its parent does): a killed Dask worker leaves no run training on as an orphan
+def _dying_with_parent(module:str) -> list[str]:
+    "`python -m module` as a command whose process is terminated when the process that started it dies (Linux)."
+    code = ("import ctypes, os, runpy, signal, sys\n"
+            "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)   # PR_SET_PDEATHSIG\n"
+            "if os.getppid() != int(os.environ.get('TSBN_PARENT_PID') or os.getppid()): sys.exit(143)   # parent gone\n"
+            f"sys.argv[0] = {module!r}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    return [sys.executable, '-c', code]
+
+def _papermill_cmd() -> list[str]:
+    "The command that starts papermill: on Linux, one terminated when its parent dies (a killed Dask worker's runs stop with it)."
+    return _dying_with_parent('papermill') if sys.platform.startswith('linux') else [sys.executable, '-m', 'papermill']
 
 _STOP, _LOCK, _RUNNING = threading.Event(), threading.Lock(), set()   # sweep-wide stop flag; live papermills and kernel servers
 
@@ -516,7 +537,7 @@ def _run_all(todo, client, workers, needs_gpu, retries, log) -> list:
         left = len(todo) - len(results)
         eta = (time.perf_counter() - t_runs) / len(results) * left
         line = f"[{len(results)}/{len(todo)}] {r['name']}: {msg} ({r['wall_s']:.1f} s)" + (f", about {_fmt_s(eta)} left" if left else '')
-        if not r['ok']: line += f"\n    see {r['notebook']}"
+        if not r['ok'] and Path(r['notebook']).exists(): line += f"\n    see {r['notebook']}"   # a run never started has none"
         (bar.write if not bar.disable else log)(line)
     _STOP.clear()
     handlers = {}
@@ -525,7 +546,7 @@ def _run_all(todo, client, workers, needs_gpu, retries, log) -> list:
             handlers[sig] = signal.signal(sig, lambda *_: stop_running())
     try:
         if todo:
-            if client is not None: _run_dask(todo, client, needs_gpu, on_done, retries)
+            if client is not None: _run_dask(todo, client, needs_gpu, on_done, retries, log)
             else: _run_local(todo, max(1, int(workers)), on_done)
     finally:
         for sig, h in handlers.items(): signal.signal(sig, h)
@@ -538,6 +559,76 @@ def _run_all(todo, client, workers, needs_gpu, retries, log) -> list:
             "Rerun the same command to resume.")
         raise KeyboardInterrupt
     return results
+
+def _say_stale(out_dir:Path, log):
+    "Mark a report in `out_dir` stale (table2.md's first line) when the sweep changed the records it summarises; say so."
+    from tsbn_nb.report import mark_stale
+    try: why = mark_stale(out_dir)
+    except OSError: return
+    if why: log(f"the report in {out_dir} (table2.md) is stale: {why}; regenerate it with `tsbn report {out_dir}`")
+
+def _writable(folder:Path, fix:str):
+    "Raise a TsbnError unless `folder` is a writable folder or can be created as one (nothing is created here)."
+    p = Path(folder)
+    while not p.exists() and not p.is_symlink() and p != p.parent: p = p.parent     # the nearest existing ancestor
+    if not p.is_dir():
+        raise TsbnError(f"{folder} cannot be a folder: {p} is a file: {fix}")
+    try: fd, tmp = tempfile.mkstemp(dir=p, prefix='.tsbn-write-test-'); os.close(fd); os.unlink(tmp)
+    except OSError as e:
+        raise TsbnError(f"{folder} is not writable ({'in ' + str(p) + ': ' if p != Path(folder) else ''}"
+                        f"{e.strerror or e}): {fix}") from None
+
+def check_writable(out_dir, # the results folder
+                   specs:list=(), # the runs: their runs/<algorithm>/ folders are checked too
+                   cache_dir=None, # an explicit preprocessing cache folder (the default one is checked where it is made)
+                  ):
+    "Refuse, before any work, a results folder, runs/ folder or cache folder that cannot be written (read-only, a file, /proc)."
+    out_dir = Path(out_dir)
+    fix = 'choose a writable results folder (--out)'
+    for d in dict.fromkeys([out_dir, out_dir / 'runs', *(Path(s.record).parent for s in specs)]): _writable(d, fix)
+    if cache_dir: _writable(Path(cache_dir).expanduser(), 'choose a writable cache folder (--cache-dir)')
+
+def _model_bytes(spec:RunSpec) -> tuple[int, int]:
+    "(bytes of all networks of `spec`'s run, bytes of its downstream classifier), counted on the meta device (nothing allocated)."
+    import dataclasses, torch
+    from tsbn_nb.train import Trainer
+    cfg = dataclasses.replace(get_config(spec.profile, seed=spec.seed, **spec.overrides), device='meta', pretrained='none', amp='none')
+    with torch.device('meta'): t = Trainer(spec.algorithm, cfg)
+    size = lambda ps: sum(p.numel() * p.element_size() for p in {id(p): p for p in ps}.values())
+    return size(p for m in t.models.values() for p in m.parameters()), size(t.classifier.parameters())
+
+def sweep_bytes(todo:list, # the runs still to do
+                at_once:int, # runs that train at the same time (each holds a checkpoint)
+                report:bool=True, # the report is written too
+               ) -> int:
+    "Bytes the runs of `todo` write at most: each its downstream model, record and notebook; `at_once` checkpoints (networks + Adam) at a time; the report."
+    if not todo: return 0
+    sizes = {}
+    for s in todo:
+        key = (s.algorithm, s.profile, json.dumps(s.overrides, sort_keys=True, default=str))
+        if key not in sizes: sizes[key] = _model_bytes(s)
+    keep = sum(sizes[(s.algorithm, s.profile, json.dumps(s.overrides, sort_keys=True, default=str))][1] + (1 << 20) for s in todo)
+    ckpt = max(4 * a + (2 << 20) for a, _ in sizes.values())      # as each run checks for itself (`fit_run`)
+    return keep + min(max(1, int(at_once)), len(todo)) * ckpt + ((8 << 20) if report else 0)
+
+def _free_bytes(folder:Path) -> int:
+    "Free bytes of the file system holding `folder` (or its nearest existing ancestor)."
+    import shutil
+    p = Path(folder)
+    while not p.exists() and p != p.parent: p = p.parent
+    return shutil.disk_usage(p).free
+
+def check_space(out_dir, todo:list, at_once:int, report:bool=True):
+    "Refuse, before any kernel starts, a sweep whose runs would fill the disk of `out_dir`: 'X is full (N MiB free, M MiB needed)'."
+    if not todo: return
+    try: need = sweep_bytes(todo, at_once, report)
+    except TsbnError: raise
+    except Exception: return                              # sizes unknown (e.g. no torch here): each run still checks its own
+    free = _free_bytes(out_dir)
+    if free < need:
+        raise TsbnError(f"{out_dir} is full ({free / 2**20:.0f} MiB free, {need / 2**20:.0f} MiB needed by the {len(todo)} "
+                        f"run(s) to do, {min(max(1, int(at_once)), len(todo))} at a time): free some space, choose another "
+                        "results folder (--out), or run fewer runs (--algorithms, --folds, --seeds)")
 
 def _runs_on_gpu(cfg, profile:str, on_cluster:bool) -> bool:
     "Whether the runs will train on a GPU: asked of the cluster's workers, or available here."
@@ -570,7 +661,7 @@ def _summarise(specs, results:list, out_dir:Path, t0:float, log) -> dict:
     if failed or missing:
         log(f"{len(failed)} run(s) failed, {len(missing)} record(s) missing: rerun the same command to finish them "
             "(finished runs are kept).")
-        for r in failed: log(f"  {r['name']}: {r['error']}\n    notebook: {r['notebook']}")
+        for r in failed: log(f"  {r['name']}: {r['error']}" + (f"\n    notebook: {r['notebook']}" if Path(r['notebook']).exists() else ''))
     sick = _unhealthy(specs)
     for name, h in sick: log(unhealthy_line(name, h))
     return {'out_dir': str(out_dir), 'runs': len(specs), 'ran': len(results), 'failed': failed, 'missing': missing,
@@ -595,9 +686,12 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
     specs = plan(profile, data, out_dir, algorithms, folds, seeds, overrides, kind, cache_dir, skip_bad)
     cfg = get_config(profile, **dict(overrides or {}))
     _refuse_clashes(specs, profile, overrides, out_dir, force)
+    check_writable(out_dir, specs, cache_dir)                # an unwritable --out, runs/ or --cache-dir: refused now
+    on_cluster = scheduler is not None or scheduler_file is not None
+    if not on_cluster and not dry_run and cfg.device not in ('auto', 'cpu'): pick_device(cfg.device)   # cuda here?
     for s in specs: s.force, s.dedupe = force, dedupe
     needs_gpu, client, owned = _needs_gpu(cfg, profile), None, False
-    if (scheduler is not None or scheduler_file is not None) and not dry_run:   # the cluster is checked before any work
+    if on_cluster and not dry_run:                         # the cluster is checked before any work
         client, where, owned = _dask_client(scheduler, scheduler_file)
         try: _check_workers(client, where, needs_gpu, dask_wait)
         except BaseException:
@@ -611,15 +705,20 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         if dry_run:
             on_gpu = _runs_on_gpu(cfg, profile, scheduler is not None or scheduler_file is not None)
             return _show_plan(specs, df, cfg, profile, out_dir, workers, on_gpu, log)
+        todo, why = _todo(specs, fp, force, out_dir, profile)
+        slots = workers if client is None else sum(int(w.get('nthreads', 1)) for w in
+                                                   client.scheduler_info(n_workers=-1)['workers'].values())
+        check_space(out_dir, todo, slots, report)          # the whole sweep's room, before any kernel starts
         if report: write_probe(df, folds, out_dir, log=log, images=images, n_boot=n_boot)
         if any(not s.record.exists() for s in specs):      # fetch ImageNet weights once, here, not per run
             from tsbn_nb.nets import prepare_weights
             log(prepare_weights(cfg, log=log).describe())
-        todo, why = _todo(specs, fp, force, out_dir, profile)
         log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
             + (f", {sum(why.values())} of them stale: " + ', '.join(f"{n} {w}" for w, n in why.items()) if why else '')
             + f"), profile {profile}, data {data}, results in {out_dir}")
-        summary = _summarise(specs, _run_all(todo, client, workers, needs_gpu, retries, log), out_dir, t0, log)
+        try: summary = _summarise(specs, _run_all(todo, client, workers, needs_gpu, retries, log), out_dir, t0, log)
+        finally:
+            if todo: _say_stale(out_dir, log)               # a report written meanwhile no longer shows every run
         if summary['failed'] or summary['missing']: return summary
         if report: summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
         log(f"done in {summary['wall_s']:.0f} s")
@@ -664,8 +763,12 @@ def run_report(out_dir, allow_mixed:bool=False, n_boot:int=2000, log=print) -> s
     nb = find_notebook('table2_fig4.ipynb')
     out_dir = Path(out_dir).resolve()          # papermill runs in nbs/experiments: paths must be absolute
     out_nb = out_dir / 'table2_fig4.ipynb'
+    from tsbn_nb.report import report_staleness
     with RunLock(out_dir / '.report.lock'):              # two reports never write one folder at once
-        return _run_report(nb, out_dir, out_nb, allow_mixed, n_boot, log)
+        why = report_staleness(out_dir)
+        out = _run_report(nb, out_dir, out_nb, allow_mixed, n_boot, log)
+        if why: log(f"the previous report was stale ({why}): it is replaced by this one")
+        return out
 
 def _run_report(nb, out_dir, out_nb, allow_mixed, n_boot, log) -> str:
     from tsbn_nb.report import load_runs
@@ -732,10 +835,59 @@ def _dask_client(scheduler=None, scheduler_file=None, timeout:int=10):
                             "no address in it; start the scheduler again") from None
         kw = dict(scheduler_file=str(f))
     else: where, kw = scheduler, dict(address=scheduler)
-    try: return Client(**kw, timeout=f'{timeout}s'), where, True
-    except (OSError, TimeoutError) as e:
+    _probe_scheduler(where, timeout)                      # a scheme, port or service that is not Dask: one line, no hang
+    box = {}
+    def connect():
+        try: box['client'] = Client(**kw, timeout=f'{timeout}s')
+        except BaseException as e: box['error'] = e
+    t = threading.Thread(target=connect, daemon=True, name='tsbn-dask-connect'); t.start(); t.join(timeout + 10)
+    if 'client' in box: return box['client'], where, True
+    e = box.get('error')
+    if e is None:
+        raise TsbnError(f"the Dask scheduler at {where} did not finish the connection within {timeout + 10} s: check that "
+                        "this address is a Dask scheduler's (dask scheduler prints it), and that it is not overloaded")
+    if isinstance(e, (OSError, TimeoutError)):
         raise TsbnError(f"cannot reach the Dask scheduler at {where} within {timeout} s ({type(e).__name__}): start it "
                         "(dask scheduler) or check the address") from None
+    raise TsbnError(f"{where} does not answer as a Dask scheduler ({type(e).__name__}: {_first_line(str(e))[:200]}): "
+                    "check the address and port (dask scheduler prints them)") from None
+
+def _probe_scheduler(address, # a Dask address: tcp://host:port, host:port, tls://..., inproc://...
+                     timeout:float=10):
+    "Refuse an address whose scheme Dask does not know; for tcp, one that accepts but does not greet as a Dask scheduler within `timeout` s."
+    import socket
+    from distributed.comm import registry
+    from distributed.comm.addressing import parse_address, parse_host_port
+    try: scheme, loc = parse_address(str(address))
+    except ValueError as e: raise TsbnError(f"{address!r} is not a Dask scheduler address ({e}): write it as tcp://host:8786") from None
+    if scheme not in registry.backends:
+        raise TsbnError(f"{address}: unknown address scheme {scheme!r}: a Dask scheduler address is tcp://host:8786 "
+                        f"(schemes Dask knows: {', '.join(sorted(registry.backends))})")
+    if scheme != 'tcp': return                            # tls, ws, ucx, inproc: their own handshakes, the deadline holds
+    try: host, port = parse_host_port(loc)
+    except ValueError as e: raise TsbnError(f"{address!r} is not a Dask scheduler address ({e}): write it as tcp://host:8786") from None
+    try: sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except (OSError, ValueError) as e:
+        raise TsbnError(f"cannot reach the Dask scheduler at {address} within {timeout} s ({type(e).__name__}): start it "
+                        "(dask scheduler) or check the address") from None
+    with sock:
+        data, t0 = b'', time.monotonic()
+        try:                                              # a scheduler greets at once: 8 bytes, the length of its handshake
+            while len(data) < 8 and time.monotonic() - t0 < timeout:
+                sock.settimeout(max(0.1, timeout - (time.monotonic() - t0)))
+                if not (chunk := sock.recv(8 - len(data))): break
+                data += chunk
+        except (socket.timeout, TimeoutError): pass
+        except OSError as e:
+            raise TsbnError(f"{address} closed the connection ({e.strerror or e}): it is not a Dask scheduler; check the "
+                            "address and port") from None
+    if len(data) < 8:
+        said = 'closed the connection' if time.monotonic() - t0 < timeout else f'said nothing within {timeout:g} s'
+        raise TsbnError(f"{address} accepted the connection but {said}, as no Dask scheduler does (another service on "
+                        "that port?): check the address and port (dask scheduler prints them)")
+    if not 0 < int.from_bytes(data, 'little') < 1 << 24:
+        raise TsbnError(f"{address} answered, but not as a Dask scheduler (it sent {data!r}...; another service on that "
+                        "port?): check the address and port (dask scheduler prints them)")
 
 def _check_workers(client, address:str, needs_gpu:bool, wait_s:float=60) -> list:
     "The scheduler's workers (waiting up to `wait_s` s for a first one); refuse when none can take the runs."
@@ -753,8 +905,8 @@ def _check_workers(client, address:str, needs_gpu:bool, wait_s:float=60) -> list
                         "(one per GPU), or run on CPUs with -p device cpu")
     return workers
 
-def _run_dask(todo, client, needs_gpu, on_done, retries:int=1):
-    "Submit every run of `todo` to `client`; report each as it finishes (a failure never stops the others)."
+def _run_dask(todo, client, needs_gpu, on_done, retries:int=1, log=print):
+    "Submit every run of `todo` to `client`; report each as it finishes (a failure never stops the others), and each worker lost."
     from distributed import wait
     res = {'GPU': 1} if needs_gpu else None
     pending = {}
@@ -762,8 +914,10 @@ def _run_dask(todo, client, needs_gpu, on_done, retries:int=1):
         f = client.submit(_dask_run, s, needs_gpu, resources=res, retries=int(retries), pure=False,
                           key=f'tsbn-{s.name}-{time.time_ns()}')
         pending[f.key] = (f, s)
+    watch = _WorkerWatch(client, log)
     try:
         while pending:
+            watch.check({k: s.name for k, (_, s) in pending.items()})
             if _STOP.is_set():                     # Ctrl-C: runs not started yet are dropped
                 client.cancel([f for f, _ in pending.values()]); break
             try: done = wait([f for f, _ in pending.values()], timeout=1, return_when='FIRST_COMPLETED').done
@@ -774,3 +928,27 @@ def _run_dask(todo, client, needs_gpu, on_done, retries:int=1):
                 else: on_done(_dask_failure(s, f.exception() if f.status == 'error' else None))
     finally:
         for f, _ in pending.values(): f.release()
+
+class _WorkerWatch:
+    "Says when a Dask worker leaves the cluster (with the runs it was executing) and when none is left."
+    def __init__(self, client, log, every:float=2.0):
+        self.client, self.log, self.every, self.t = client, log, every, 0.0
+        self.workers, self.running, self.alone = None, {}, False
+    def check(self, names:dict # {task key: run name} of the runs not finished
+             ):
+        if time.monotonic() - self.t < self.every: return
+        self.t = time.monotonic()
+        try:
+            now = set(self.client.scheduler_info(n_workers=-1)['workers'])
+            running = {w: [names[k] for k in keys if k in names] for w, keys in self.client.processing().items()}
+        except Exception: return                          # the scheduler is busy or gone: the futures say so
+        for w in sorted((self.workers or set()) - now):
+            runs = self.running.get(w) or []
+            self.log(f"Dask worker {w} was lost" + (f" while running {', '.join(runs)}: its papermill processes stop "
+                     "with it and the scheduler runs them again on another worker" if runs else ''))
+        if not now and names and not self.alone:
+            self.log(f"no Dask worker is left: the {len(names)} unfinished run(s) wait for one to join "
+                     "(start `dask worker SCHEDULER_ADDRESS`), or press Ctrl-C to stop (finished runs are kept)")
+        self.alone = not now
+        self.workers, self.running = now, {w: r for w, r in running.items() if r} | {
+            w: r for w, r in self.running.items() if w in now and w not in running}
