@@ -69,8 +69,9 @@ MAMMO_VIEWS = ('CC', 'MLO', 'LM', 'LMO', 'XCCL', 'XCCM', 'XCC', 'FB', 'SIO', 'IS
 # mammographic view codes (ACR / DICOM CID 4014 abbreviations; ML is read as MLO, as INbreast writes it)
 
 def _norm_view(v) -> str:
-    "CC / MLO from 'CC', 'ML', 'MLO' (any case); other views upper-cased."
+    "CC / MLO from 'CC', 'ML', 'MLO' (any case, also with the side first: 'RCC', 'LMLO'); other views upper-cased."
     s = str(v or '').strip().upper()
+    if s not in MAMMO_VIEWS and s[:1] in ('L', 'R') and (s[1:] in MAMMO_VIEWS or s[1:] == 'ML'): s = s[1:]
     return 'MLO' if s in ('ML', 'MLO') else s
 
 def _norm_lat(v) -> str:
