@@ -254,3 +254,15 @@ def test_a_run_stopped_just_after_writing_its_record_is_not_failed(tmp_path, mon
     monkeypatch.setattr(sweep, 'run_notebook', lambda *a, **k: 'RuntimeError: boom')
     r = sweep.execute_run(spec)
     assert not r['ok'] and r['error'] == 'RuntimeError: boom', r
+
+
+def test_a_run_failing_on_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
+    "The disk filled during the run (by something else): torch's 'unexpected pos' comes with 'X is full (…)'."
+    spec = plan('smoke', tmp_path, tmp_path / 'res', ['resnet'], [0])[0]
+    monkeypatch.setattr(sweep, 'run_notebook', lambda *a, **k: 'RuntimeError: [enforce fail at inline_container.cc:672] unexpected pos 42')
+    monkeypatch.setattr(sweep, '_free_bytes', lambda folder: 1 << 20)
+    r = sweep.execute_run(spec)
+    assert not r['ok'] and r['error'].startswith(f'{spec.record.parent} is full (1 MiB free, '), r
+    assert r['error'].endswith('the run failed with: RuntimeError: [enforce fail at inline_container.cc:672] unexpected pos 42')
+    monkeypatch.setattr(sweep, '_free_bytes', lambda folder: 1 << 40)          # room enough: the error alone
+    assert sweep.execute_run(spec)['error'] == 'RuntimeError: [enforce fail at inline_container.cc:672] unexpected pos 42'

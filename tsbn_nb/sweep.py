@@ -119,9 +119,16 @@ def execute_run(spec:RunSpec, threads:int|None=None, gpu:str|None=None, timeout:
     ok = spec.record.exists() and (err is None or _finished_since(spec, started))   # stopped just after its record: done
     if not ok and err is None: err = f'the notebook ended without writing its record {spec.record}'
     if not ok and _STOP.is_set(): out['interrupted'], err = True, 'interrupted (its checkpoint is kept for the rerun)'
+    elif not ok and (full := _disk_full(spec)): err = f'{full}; the run failed with: {err}'   # ENOSPC's many faces
     out |= {'ok': ok, 'wall_s': round(time.perf_counter() - t0, 1), 'error': None if ok else err}
     if ok: out['auc'] = json.loads(spec.record.read_text())['metrics'].get('auc')
     return out
+
+def _disk_full(spec:RunSpec) -> str|None:
+    "'X is full (N MiB free, M MiB needed)' when the folder of `spec`'s record lacks the room one run writes, else None."
+    try: need, free = sweep_bytes([spec], 1, report=False), _free_bytes(spec.record.parent)
+    except Exception: return None                         # sizes unknown: the run's own error stands alone
+    return f'{spec.record.parent} is full ({free / 2**20:.0f} MiB free, {need / 2**20:.0f} MiB needed)' if free < need else None
 
 def _finished_since(spec:RunSpec, t:float) -> bool:
     "Whether `spec`'s record was written at or after time `t` and is whole, with the settings of `spec`."
