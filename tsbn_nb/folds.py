@@ -137,7 +137,7 @@ def dataset_info(data, kind:str='auto', n_folds:int=5, seed:int=0, group_by_pati
     "A human-readable summary of a dataset and its folds."
     df = load_dataset(data, kind, birads_map, skip_bad=skip_bad, dedupe=dedupe)
     a = df.attrs
-    cnt = lambda s: ', '.join(f"{k} {v}" for k, v in sorted(Counter(s).items()) if k) or '-'
+    cnt = lambda s: ', '.join(f"{k or 'unknown'} {v}" for k, v in sorted(Counter(s).items(), key=lambda kv: (not kv[0], kv[0]))) or '-'
     excl = a['n_excluded']
     ex_detail = ', '.join(f"BI-RADS {b}: {n}" for b, n in a['excluded_birads'].items())
     lines = [f"data:        {data} ({a['kind']} layout, {Path(a['source']).name})",
