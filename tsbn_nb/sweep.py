@@ -924,7 +924,11 @@ def _run_dask(todo, client, needs_gpu, on_done, retries:int=1, log=print):
     watch = _WorkerWatch(client, log)
     try:
         while pending:
-            watch.check({k: s.name for k, (_, s) in pending.items()})
+            for k in watch.check({k: s.name for k, (_, s) in pending.items()}):   # lost a second time: not a third
+                if k not in pending: continue
+                f, s = pending.pop(k); client.cancel([f])
+                on_done(_dask_failure(s, None) | {'error': 'lost twice with its Dask worker, so not run a third time '
+                                                  "(out of memory? a node that fails? read the workers' logs)"})
             if _STOP.is_set():                     # Ctrl-C: runs not started yet are dropped
                 client.cancel([f for f, _ in pending.values()]); break
             try: done = wait([f for f, _ in pending.values()], timeout=1, return_when='FIRST_COMPLETED').done
@@ -937,25 +941,32 @@ def _run_dask(todo, client, needs_gpu, on_done, retries:int=1, log=print):
         for f, _ in pending.values(): f.release()
 
 class _WorkerWatch:
-    "Says when a Dask worker leaves the cluster (with the runs it was executing) and when none is left."
+    "Says when a Dask worker leaves the cluster (with the runs it was executing) and when none is left; counts each run's losses."
     def __init__(self, client, log, every:float=2.0):
         self.client, self.log, self.every, self.t = client, log, every, 0.0
-        self.workers, self.running, self.alone = None, {}, False
+        self.workers, self.running, self.alone, self.lost = None, {}, False, Counter()
     def check(self, names:dict # {task key: run name} of the runs not finished
-             ):
-        if time.monotonic() - self.t < self.every: return
-        self.t = time.monotonic()
+             ) -> list:
+        "Look at the cluster (every `every` s); return the keys of runs lost with a worker for the second time."
+        if time.monotonic() - self.t < self.every: return []
+        self.t, twice = time.monotonic(), []
         try:
             now = set(self.client.scheduler_info(n_workers=-1)['workers'])
-            running = {w: [names[k] for k in keys if k in names] for w, keys in self.client.processing().items()}
-        except Exception: return                          # the scheduler is busy or gone: the futures say so
+            running = {w: [k for k in keys if k in names] for w, keys in self.client.processing().items()}
+        except Exception: return []                       # the scheduler is busy or gone: the futures say so
         for w in sorted((self.workers or set()) - now):
-            runs = self.running.get(w) or []
-            self.log(f"Dask worker {w} was lost" + (f" while running {', '.join(runs)}: its papermill processes stop "
-                     "with it and the scheduler runs them again on another worker" if runs else ''))
+            keys = [k for k in self.running.get(w) or [] if k in names]
+            self.lost.update(keys)
+            again, once = [k for k in keys if self.lost[k] > 1], [k for k in keys if self.lost[k] == 1]
+            said = [f"{', '.join(names[k] for k in once)}: its papermill processes stop with it and the scheduler runs "
+                    f"{'it' if len(once) == 1 else 'them'} again on another worker" if once else '',
+                    f"{', '.join(names[k] for k in again)} for the second time: not run again" if again else '']
+            self.log(f"Dask worker {w} was lost" + (' while running ' + '; '.join(x for x in said if x) if keys else ''))
+            twice += again
         if not now and names and not self.alone:
             self.log(f"no Dask worker is left: the {len(names)} unfinished run(s) wait for one to join "
                      "(start `dask worker SCHEDULER_ADDRESS`), or press Ctrl-C to stop (finished runs are kept)")
         self.alone = not now
         self.workers, self.running = now, {w: r for w, r in running.items() if r} | {
             w: r for w, r in self.running.items() if w in now and w not in running}
+        return twice
