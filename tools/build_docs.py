@@ -9,8 +9,9 @@ Quarto (what `nbdev_docs` needs) cannot be installed here, so the pages are rend
 and notebooks are executed with nbclient, at most `--workers` kernels at a time, each cell under `--timeout` seconds.
 Figures are embedded in the pages as data URIs and equations are written as MathML when the site is built (with
 latex2mathml; browsers draw MathML themselves), so the pages load no script at all, from a CDN or elsewhere: `_docs/`
-is a self-contained folder that renders offline, opened from disk or served by any static host. The notebooks in `nbs/` are never written to: they are copied to a temporary folder and
-executed there (their relative paths still work, since the whole `nbs/` tree is copied).
+is a self-contained folder that renders offline, opened from disk or served by any static host. The notebooks in
+`nbs/` are never written to: they are copied to a temporary folder and executed there (their relative paths still
+work, since the whole `nbs/` tree is copied).
 
 nbdev's cell directives are honoured: `#| hide` and `#| default_exp` cells are dropped from the pages,
 `#| echo: false` hides a cell's code, `#| output: false` its output, `#| eval: false` cells are not run. Exported code
@@ -286,8 +287,9 @@ class MathBox:
             if kind == 'text': parts.append(s); continue
             try: mathml = to_mathml(s, kind == 'display')
             except Exception as e:
+                why = type(e).__name__ + (f': {e}' if str(e) else '')
                 raise DocsError(f"docs: {self.key}: {where}: cannot render the equation ${s.strip()[:80]}$ as MathML "
-                                f"({type(e).__name__}{': ' + str(e) if str(e) else ''}); write it with commands latex2mathml knows") from None
+                                f"({why}); write it with commands latex2mathml knows") from None
             parts.append(f'TSBNMATH{len(self.items):05d}X')
             self.items.append((s.strip(), mathml))
         return ''.join(parts)
