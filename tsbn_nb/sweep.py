@@ -600,7 +600,11 @@ def _model_bytes(spec:RunSpec) -> tuple[int, int]:
     import dataclasses, torch
     from tsbn_nb.train import Trainer
     cfg = dataclasses.replace(get_config(spec.profile, seed=spec.seed, **spec.overrides), device='meta', pretrained='none', amp='none')
-    with torch.device('meta'): t = Trainer(spec.algorithm, cfg)
+    import random, numpy as np
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()   # Trainer seeds them: this process's stay
+    try:
+        with torch.device('meta'): t = Trainer(spec.algorithm, cfg)
+    finally: random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
     size = lambda ps: sum(p.numel() * p.element_size() for p in {id(p): p for p in ps}.values())
     return size(p for m in t.models.values() for p in m.parameters()), size(t.classifier.parameters())
 
@@ -723,11 +727,16 @@ def reproduce(data, profile:str='demo', out_dir=None, algorithms=ALGORITHMS, fol
         log(f"tsbn reproduce: {len(specs)} runs ({len(specs) - len(todo)} already done, {len(todo)} to run"
             + (f", {sum(why.values())} of them stale: " + ', '.join(f"{n} {w}" for w, n in why.items()) if why else '')
             + f"), profile {profile}, data {data}, results in {out_dir}")
-        try: summary = _summarise(specs, _run_all(todo, client, workers, needs_gpu, retries, log), out_dir, t0, log)
-        finally:
-            if todo: _say_stale(out_dir, log)               # a report written meanwhile no longer shows every run
-        if summary['failed'] or summary['missing']: return summary
+        try: results = _run_all(todo, client, workers, needs_gpu, retries, log)
+        except BaseException:
+            if todo: _say_stale(out_dir, log)               # stopped: a report in out_dir may no longer show every run
+            raise
+        summary = _summarise(specs, results, out_dir, t0, log)
+        if summary['failed'] or summary['missing']:
+            if todo: _say_stale(out_dir, log)               # no report follows: an older one is marked stale
+            return summary
         if report: summary['report'] = run_report(out_dir, n_boot=n_boot, log=log)
+        elif todo: _say_stale(out_dir, log)
         log(f"done in {summary['wall_s']:.0f} s")
         return summary
     finally:
