@@ -136,9 +136,11 @@ class Spread:
     values: dict                                                   # (fold, seed) -> level statistics of that reference run
 
 def reference_spread(ref:Results, algorithm:str) -> Spread|None:
-    "How far two seeds of `algorithm` are apart in the reference (None with fewer than two seeds in every fold)."
-    seeds = {k: sorted(x[2] for x in ref.probs if x[:2] == (algorithm, k))
+    "How far two healthy seeds of `algorithm` are apart in the reference (None with one seed: no spread)."
+    ok = {(r.algorithm, r.fold, r.seed) for r in ref.runs[ref.runs.healthy.astype(bool)].itertuples()}   # dead runs: no spread
+    seeds = {k: sorted(x[2] for x in ref.probs if x[:2] == (algorithm, k) and x in ok)
              for k in sorted({x[1] for x in ref.probs if x[0] == algorithm})}
+    seeds = {k: v for k, v in seeds.items() if v}         # a fold without a healthy run is not judged
     df = sum(len(v) - 1 for v in seeds.values())          # independent seed-to-seed contrasts, m - 1 per fold
     if df < 2: return None
     pairs = [agreement(ref.probs[(algorithm, k, s)], ref.probs[(algorithm, k, t)])
