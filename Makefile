@@ -85,8 +85,10 @@ bench-gpu: $(STAMP)
 # Equations are MathML written at build time and the pages load no script, so _docs/ renders offline; the GitHub Pages
 # workflow (.github/workflows/pages.yaml) publishes the same build from main.
 # `make docs EXECUTE=0` renders the sources without executing (seconds); DOCS_FLAGS passes more options, e.g.
-# DOCS_FLAGS="--execute 04_pretext 06_losses" or "--timeout 1200". Not part of `make test`, whose tests/test_docs.py
-# builds every page unexecuted plus the method notebooks 04_pretext and 06_losses executed.
+# DOCS_FLAGS="--execute 04_pretext 06_losses", "--timeout 1200", or "--skip-flags 'notest slow'" (the long `#| slow`
+# checks not run: faster). The kernels see TSBN_DOCS_BUILD=1, so a notebook may choose a smaller, documented setting for
+# the docs. Not part of `make test`, whose tests/test_docs.py builds every page unexecuted plus the method notebooks
+# 04_pretext and 06_losses executed.
 EXECUTE ?= 1
 DOCS_FLAGS ?=
 .PHONY: docs

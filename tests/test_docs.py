@@ -175,12 +175,15 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
             {'cell_type': t, 'id': f'c{i}', 'metadata': {}, 'source': s,
              **({'outputs': [], 'execution_count': None} if t == 'code' else {})} for i, (t, s) in enumerate(cells)]})
     (nbs / 'index.ipynb').write_text(nb(('markdown', '# Home'), ('code', 'x = 1')))
+    (nbs / '00_env.ipynb').write_text(nb(('markdown', '# Env'),          # the kernels know they run for the docs
+                                         ('code', "import os\nassert os.environ['TSBN_DOCS_BUILD'] == '1'")))
     (nbs / '01_bad.ipynb').write_text(nb(('markdown', '# Bad'), ('code', '#| eval: false\nraise SystemExit'),
                                          ('code', 'ratio = 1 / 0'), ('code', 'print("never")')))
     out = tmp_path / 'site'; out.mkdir(); (out / 'index.html').write_text('previous build')
     r = _run('--nbs', nbs, '--out', out, '--reference', tmp_path / 'none', '--workers', '1', timeout=300)
     assert r.returncode == 1
     assert "01_bad.ipynb: cell 2 ('ratio = 1 / 0') failed: ZeroDivisionError" in r.stderr, r.stderr
+    assert '1 notebook(s) failed' in r.stderr and '00_env' not in r.stderr   # the environment check passed
     assert (out / 'index.html').read_text() == 'previous build'          # the previous site is left as it was
     assert not (tmp_path / 'site.partial').exists()
 

@@ -19,6 +19,10 @@ nbdev's cell directives are honoured: `#| hide` and `#| default_exp` cells are d
 one of `--skip-flags` (default `notest`: cells that cannot run here) are not run; `slow` cells are, because they are
 the ones that draw the pictures (pass `--skip-flags "notest slow"` for a faster build).
 
+The kernels run with the environment variable `TSBN_DOCS_BUILD=1` (DOCS_ENV below). A notebook whose check takes
+minutes and draws nothing may read it to run a smaller setting when the docs are built, if it says so in its text and
+the assertions keep their meaning (what is checked stays checked); `make test` runs the full setting.
+
 A notebook that fails stops the build: the message names the notebook, the cell (its 0-based index in the notebook and
 its first line) and the error, and the previous `_docs/` is left as it was (the site is built beside it and swapped
 in only when every page succeeded).
@@ -34,6 +38,7 @@ _DIRECTIVE = re.compile(r'^\s*#\|\s*([\w-]+:?)\s*(.*?)\s*$')
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 _HIDE = {'hide', 'default_exp'}
 KERNEL_NAME = 'tsbn-docs-python'
+DOCS_ENV = {'TSBN_DOCS_BUILD': '1'}      # set in the kernels of the docs build: a notebook can tell it is being built
 
 
 @dataclass
@@ -465,7 +470,7 @@ def _kernel_env(tmp:Path) -> dict:
         'display_name': 'Python 3 (tsbn docs)', 'language': 'python'}))
     pp = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH', '')) if p)
     return {'JUPYTER_PATH': os.pathsep.join(p for p in (str(tmp / 'jupyter'), os.environ.get('JUPYTER_PATH', '')) if p),
-            'PYTHONPATH': pp}
+            'PYTHONPATH': pp, **DOCS_ENV}
 
 
 def select_execution(pages:list[Page], execute:list[str]|None):
