@@ -13,15 +13,15 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from .core import (Config, TsbnError, get_config, atomic_write_bytes, atomic_write_text, atomic_write_json,
-                          git_commit, pick_device)
+                          git_commit, pick_device, _json_default)
 from .preprocess import PreprocParams
 from .nets import ResNetClassifier
 from .registry import DISPLAY_NAMES, HARDWARE_KEYS, IDENTITY_KEYS, config_diff, get_algorithm
 from .record import RunRecord
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'CLASS_NAMES', 'sha256_file', 'cv_performance', 'model_card', 'save_model_dir',
-           'Predictor', 'load_model', 'train_final']
+__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'CLASS_NAMES', 'sha256_file', 'cv_performance', 'model_card', 'model_seal',
+           'save_model_dir', 'Predictor', 'load_model', 'check_model_folder', 'train_final']
 
 # %% ../nbs/12_model.ipynb #8c5f5e68
 MODEL_FORMAT = 'tsbn-model'          # the "format" field of model.json
@@ -183,6 +183,12 @@ def _state_bytes(model:nn.Module) -> bytes:
     torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
     return buf.getvalue()
 
+def model_seal(meta:dict) -> str:
+    "SHA-256 of model.json's content without its 'seal' (canonical JSON: sorted keys, no spaces); it covers model.pt's hash."
+    body = json.dumps({k: v for k, v in meta.items() if k != 'seal'}, sort_keys=True, separators=(',', ':'),
+                      ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(body.encode('utf-8')).hexdigest()
+
 def save_model_dir(out_dir, # the model directory to write
                    classifier:ResNetClassifier, # the trained downstream network
                    cfg:Config, # the training configuration
@@ -192,7 +198,7 @@ def save_model_dir(out_dir, # the model directory to write
                    history=(), # the trainer's per-epoch log
                    cv:dict|None=None, # `cv_performance` of the recipe, for the card
                   ) -> Path:
-    "Write model.pt (state_dict), model.json (metadata) and MODEL_CARD.md into `out_dir`; return it."
+    "Write model.pt (state_dict), model.json (metadata, sealed) and MODEL_CARD.md into `out_dir`; return it."
     import tsbn_nb
     params = params or PreprocParams.from_config(cfg)
     if (params.height, params.width) != (cfg.height, cfg.width):
@@ -207,6 +213,8 @@ def save_model_dir(out_dir, # the model directory to write
                 threshold=float(cfg.threshold), preprocessing=params.to_dict(), config=cfg.to_dict(),
                 training_data=dict(training_data), history=list(history), cv_performance=cv,
                 files={'model.pt': dict(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))})
+    meta = json.loads(json.dumps(meta, default=_json_default, allow_nan=True))   # as model.json will hold it
+    meta['seal'] = model_seal(meta)
     out = Path(out_dir)
     atomic_write_bytes(out / 'model.pt', data)
     atomic_write_json(out / 'model.json', meta)
@@ -304,6 +312,12 @@ def _load_model_dir(d:Path, device) -> Predictor:
                         "or retrain the model with `tsbn train-final`")
     miss = [k for k in ('arch', 'preprocessing', 'threshold', 'algorithm', 'files') if k not in meta]
     if miss: raise TsbnError(f"{mj}: lacks {miss}: the file was edited or cut short; copy the model directory again")
+    if meta.get('seal') != model_seal(meta):
+        why = ("has no seal (an edit removed it, or a tsbn_nb before seals wrote it)" if 'seal' not in meta else
+               "was changed after the model was saved (its content no longer matches its seal)")
+        raise TsbnError(f"{mj} {why}: an edited input size, preprocessing or threshold would give predictions the weights "
+                        "were not trained for. Copy the model directory again; to change a setting, retrain with "
+                        "`tsbn train-final` (predict's --threshold sets another decision threshold)")
     if not mp.is_file():
         raise TsbnError(f"{d} has model.json but no model.pt: copy the whole model directory again or rerun `tsbn train-final`")
     want = (meta['files'].get('model.pt') or {}).get('sha256')
@@ -378,6 +392,23 @@ def _cv_differences(cv:dict, cfg:Config) -> list[str]:
         diff |= set(config_diff(c, cfg.to_dict(), ignore=HARDWARE_KEYS + IDENTITY_KEYS, shared_only=True))
     return sorted(diff)
 
+def check_model_folder(out, # the model directory about to be written
+                       data, # the training data: an INbreast or phantom folder, or a manifest CSV
+                      ) -> Path:
+    "Refuse a model folder that is a reproduction's results folder, the data folder, or inside an image folder."
+    o = Path(out).expanduser().resolve()
+    d = Path(data).expanduser().resolve()
+    if (o / 'runs').is_dir() or any((o / f).is_file() for f in ('table2.csv', 'folds.csv', 'manifest.json')):
+        raise TsbnError(f"--out {out} is a reproduction's results folder: model.pt, model.json and MODEL_CARD.md would "
+                        "mix with its run records and report; give the model a folder of its own (e.g. --out model), "
+                        "and pass this folder as --results to put its numbers into the model card")
+    images = d if d.is_dir() else None                    # an INbreast-like folder holds images below it
+    if o == (d.parent if d.is_file() else d) or (images is not None and images in o.parents):
+        raise TsbnError(f"--out {out} is {'inside ' if o != (d.parent if d.is_file() else d) else ''}the training data's "
+                        f"folder {d.parent if d.is_file() else d}: the model files would mix with the images; give the "
+                        "model a folder of its own (e.g. --out model)")
+    return o
+
 def train_final(data, # INbreast folder, phantom folder or manifest CSV
                 algorithm:str='tsbn-u', # one of tsbn_nb.registry.ALGORITHMS
                 profile:str='demo', # paper | demo | smoke
@@ -394,6 +425,7 @@ def train_final(data, # INbreast folder, phantom folder or manifest CSV
     from tsbn_nb.train import FoldSplit, fit_run
     out = Path(out_dir).expanduser()
     get_algorithm(algorithm)            # a mistyped name fails here, with the closest valid one
+    check_model_folder(out, data)
     if (out / 'model.json').exists() and not overwrite:
         raise TsbnError(f"{out} already holds a model (model.json): choose another output folder or pass overwrite=True "
                         "(--overwrite) to replace it")

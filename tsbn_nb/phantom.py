@@ -584,18 +584,18 @@ def make_phantom(out_dir, # folder to write (created if missing)
     chunks = [rows[i:i + 8] for i in range(0, len(rows), 8)]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(rows), desc='phantom images', unit='img')
+        from tsbn_nb.core import Progress                   # a bar on a terminal, plain lines in a log (no \r)
+        bar = Progress(len(rows), True, desc='phantom images')
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(workers) as ex:
             for ch, _ in zip(chunks, ex.map(_write_images, chunks, [str(out)] * len(chunks),
                                             [scale] * len(chunks), [seed] * len(chunks), [version] * len(chunks))):
-                if bar: bar.update(len(ch))
+                for _ in (ch if bar else ()): bar.update()
     else:
         for ch in chunks:
             _write_images(ch, str(out), scale, seed, version)
-            if bar: bar.update(len(ch))
+            for _ in (ch if bar else ()): bar.update()
     if bar: bar.close()
     atomic_write_text(out / 'INbreast.csv', _csv_text(table))        # last: marks the phantom complete
     return out

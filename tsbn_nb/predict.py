@@ -4,7 +4,7 @@
 
 # %% ../nbs/12b_predict.ipynb #40b5d199
 from __future__ import annotations
-import io, os, warnings
+import io, os, re, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -53,6 +53,13 @@ def find_images(paths, # files and/or folders
     return files, skipped
 
 # %% ../nbs/12b_predict.ipynb #cbfe23d9
+def _predict_hint(err:str, path:Path) -> str:
+    "A reading error as predict says it: no training-only advice (skip_bad, --skip-bad: predict goes on by itself), no DICOM viewer for a PNG."
+    err = re.sub(r'\s*\([^()]*skip[_-]bad[^()]*\)', '', err)             # "(skip_bad=True, command line --skip-bad)"
+    err = re.sub(r',? or (?:pass |use )?(?:skip_bad=True|--skip-bad)\b[^.;]*', '', err)
+    if path.suffix.lower() not in ('.dcm', '.dicom', '.dic', ''): err = err.replace('a DICOM viewer', 'an image viewer')
+    return err
+
 def load_image(path, # a DICOM / PNG / PGM / TIFF file
                params:PreprocParams, # the model's preprocessing (`Predictor.params`)
                laterality:str|None=None, # 'L' | 'R'; default: the INbreast file name, else the DICOM header
@@ -63,6 +70,7 @@ def load_image(path, # a DICOM / PNG / PGM / TIFF file
     if laterality is None and info: laterality = info['laterality']
     img, meta, err = _cache_one((str(path), laterality, params.to_dict()))
     if err is not None:
+        err = _predict_hint(err, path)
         raise TsbnError(err if 'unexpected' not in err else f"{err}; check that the file is a grey-scale mammogram")
     if not meta.get('view') and info: meta['view'] = info['view']
     return img.astype(np.float32), meta
@@ -161,7 +169,7 @@ def _check_request(thr, threshold, explain_class, batch_size, out_csv, explain_d
     if out_csv is not None:
         if Path(out_csv).is_dir(): raise TsbnError(f"{out_csv} is a folder: give a .csv file name for the predictions")
         check_output_dir(Path(out_csv).expanduser().resolve().parent)
-    if explain_dir is not None: check_output_dir(explain_dir)
+    if explain_dir is not None: check_output_dir(explain_dir, option='--explain')
 
 def _predict_batch(pr:Predictor, batch, thr:float, explain_class:str, edir, used:set, bar) -> list[dict]:
     "One row per file of `batch`: read and preprocess each, predict the readable ones together, write their maps."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #20c4f3be
 from __future__ import annotations
-import io, math, os, sys, time, platform, datetime, warnings
+import io, math, os, re, shutil, sys, time, platform, datetime, warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm.std import tqdm        # plain lines everywhere: tqdm.auto warns or draws a widget in a kernel
 
 from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes,
-                          git_commit)
+                          atomic_write_text, git_commit)
 from .nets import build_classifier, build_encdec
 from .registry import config_diff, get_algorithm
 from .record import RunRecord
@@ -27,16 +27,25 @@ from .bichannel import BiChannelNet, build_bichannel
 from .pretext import gsim_target, context_restoration, simclr_views, nt_xent
 
 # %% auto #0
-__all__ = ['SETUPS', 'resolve_amp', 'Phase', 'adam_impl', 'Trainer', 'progress_mode', 'epoch_line', 'set_modes', 'run_name',
-           'record_path', 'w_pos_for', 'validation_split', 'numerics_provenance', 'RunLock', 'check_output_dir',
-           'record_conflict', 'FoldSplit', 'split_fold', 'fit_run', 'run_record', 'save_run', 'run_fold']
+__all__ = ['SETUPS', 'resolve_amp', 'precision_name', 'Phase', 'adam_impl', 'Trainer', 'clean_checkpoints', 'progress_mode',
+           'epoch_line', 'set_modes', 'run_name', 'record_path', 'w_pos_for', 'validation_split', 'numerics_provenance',
+           'RunLock', 'check_output_dir', 'record_conflict', 'FoldSplit', 'split_fold', 'fit_run', 'run_record',
+           'save_run', 'run_fold']
 
 # %% ../nbs/07_train.ipynb #f5f634b0
 def resolve_amp(amp:str, device:torch.device):
-    "The autocast dtype for `amp` on `device`, or None for full precision."
-    if device.type != 'cuda' or amp == 'none': return None
-    if amp == 'bf16' or (amp == 'auto' and torch.cuda.is_bf16_supported()): return torch.bfloat16
-    return torch.float16
+    "The autocast dtype for `amp` on `device`, or None for full precision; a precision the device cannot run is refused."
+    if amp == 'none': return None
+    if device.type == 'cuda':
+        if amp == 'bf16' or (amp == 'auto' and torch.cuda.is_bf16_supported()): return torch.bfloat16
+        return torch.float16
+    if amp == 'auto': return None                           # off a GPU, 'auto' is full precision
+    raise TsbnError(f"amp={amp} cannot run on {device.type}: mixed precision runs on CUDA GPUs only (here the CPU trains "
+                    "in full precision); use -p amp none or auto, or a GPU (-p device cuda)")
+
+def precision_name(amp_dtype) -> str:
+    "What a run computed in, for its record: 'fp32', or 'bf16 autocast' / 'fp16 autocast'."
+    return 'fp32' if amp_dtype is None else f"{ {torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype]} autocast"
 
 def _seed_of(*parts) -> int:
     "A 63-bit seed derived from integers (stable across runs and platforms)."
@@ -103,7 +112,7 @@ class Trainer:
                                          **adam_impl(ps, self.cfg.adam))   # fused where torch has it: 7-10x faster on the CPU
 
     def autocast(self):
-        return torch.autocast('cuda', dtype=self.amp) if self.amp is not None else nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else nullcontext()
 
     def update(self, loss, opt_name):
         "Backward `loss` and step optimizer `opt_name` (with loss scaling under fp16)."
@@ -239,19 +248,39 @@ def _save_checkpoint(self:Trainer):
              'opts': {k: o.state_dict() for k, o in self.opts.items()}}
     return atomic_write_bytes(self.ckpt_dir / 'last.pt', lambda f: torch.save(state, f))   # streamed, not copied first
 
+def _set_aside(p:Path, why:str) -> Path:
+    "Move checkpoint `p` to last.<why>.pt (or last.<why>-2.pt, ... when taken) in its folder; kept after the run."
+    n, aside = 1, p.with_name(f'last.{why}.pt')
+    while aside.exists(): n += 1; aside = p.with_name(f'last.{why}-{n}.pt')
+    os.replace(p, aside)
+    return aside
+
+def _first_sentence(e) -> str:
+    "The first sentence of an error's text, at most 160 characters (torch's load errors run to many lines)."
+    text = ' '.join(str(e).split())
+    first = text.split('. ')[0]
+    return first if len(first) <= 160 else first[:157] + '...'
+
 def _load_checkpoint(self:Trainer) -> bool:
     p = self.ckpt_dir / 'last.pt' if self.ckpt_dir else None
     if p is None or not p.exists(): return False
     try: state = torch.load(p, map_location=self.device, weights_only=True)
-    except Exception as e:
-        raise TsbnError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e}); delete it to start the run afresh") from None
+    except Exception as e:                       # a cut or damaged file: set it aside (kept), start afresh
+        aside = _set_aside(p, 'unreadable')
+        warnings.warn(f"checkpoint {p} cannot be read ({type(e).__name__}: {_first_sentence(e)}): moved to {aside.name}, "
+                      "this run starts afresh")
+        return False
+    if not isinstance(state, dict) or not {'algorithm', 'fold', 'config', 'done', 'history', 'scaler', 'models',
+                                           'opts'} <= set(state):
+        aside = _set_aside(p, 'unreadable')
+        warnings.warn(f"checkpoint {p} is not a tsbn checkpoint: moved to {aside.name}, this run starts afresh")
+        return False
     if state['algorithm'] != self.algorithm or state['fold'] != self.fold:
         raise TsbnError(f"checkpoint {p} belongs to another run (algorithm {state['algorithm']}, fold {state['fold']}): "
                         "files were moved; delete it or use another output folder")
     if diff := config_diff(self.cfg.to_dict(), state['config']):   # e.g. the advised rerun with a lower lr after a NaN:
                                                                      # set the old state aside, start afresh
-        aside = p.with_name('last.other-settings.pt')
-        os.replace(p, aside)
+        aside = _set_aside(p, 'other-settings')
         warnings.warn(f"checkpoint {p} was made with other settings ({', '.join(diff)}): moved to {aside.name}, "
                       "this run starts afresh")
         return False
@@ -260,6 +289,17 @@ def _load_checkpoint(self:Trainer) -> bool:
     self.scaler.load_state_dict(state['scaler'])
     self.history, self.done = list(state['history']), tuple(state['done'])
     return True
+
+def clean_checkpoints(ckpt_dir) -> list[Path]:
+    "After a finished run: delete its checkpoint and half-written files; keep set-aside checkpoints (last.<why>.pt), returned."
+    ckpt_dir, kept = Path(ckpt_dir), []
+    if not ckpt_dir.is_dir(): return kept
+    for f in sorted(ckpt_dir.iterdir()):
+        if re.fullmatch(r'last\.(other-settings|unreadable)(-\d+)?\.pt', f.name): kept.append(f)
+        elif f.is_dir() and not f.is_symlink(): shutil.rmtree(f, ignore_errors=True)
+        else: f.unlink(missing_ok=True)
+    if not kept: ckpt_dir.rmdir()
+    return kept
 
 # %% ../nbs/07_train.ipynb #f2904451
 @torch.no_grad()
@@ -416,6 +456,7 @@ class RunLock:
 
 def check_output_dir(folder, # where a run or report writes
                      need_bytes:int=0, # what it will write at most
+                     option:str='--out', # the command-line option that chose `folder`, named in the messages
                     ) -> Path:
     "Raise a TsbnError now (before any training) if `folder` cannot be created, written, or lacks `need_bytes` free."
     import shutil, tempfile
@@ -424,11 +465,13 @@ def check_output_dir(folder, # where a run or report writes
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix='.write-test-'); os.close(fd); os.unlink(tmp)
     except OSError as e:
-        raise TsbnError(f"cannot write to {folder} ({e.strerror or e}): choose a writable output folder (--out)") from None
+        if folder.exists() and not folder.is_dir():
+            raise TsbnError(f"{option} {folder} is a file: give a folder ({option} names where files are written)") from None
+        raise TsbnError(f"cannot write to {folder} ({e.strerror or e}): choose a writable output folder ({option})") from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise TsbnError(f"{folder} has {free / 2**20:.0f} MiB free but this run writes up to {need_bytes / 2**20:.0f} MiB: "
-                        "free some space or choose another output folder (--out)")
+                        f"free some space or choose another output folder ({option})")
     return folder
 
 def record_conflict(rec_path, # an existing run record
@@ -507,15 +550,18 @@ def run_record(trainer:Trainer, df:pd.DataFrame, labels, split:FoldSplit, prob, 
                        'data': str(data), 'data_fingerprint': df.attrs.get('fingerprint', 'unknown'),
                        'device': _device_name(trainer.device), 'torch': torch.__version__,
                        'python': platform.python_version(), 'host': platform.node(),
-                       'numerics': numerics_provenance(trainer.device),
+                       'numerics': numerics_provenance(trainer.device), 'precision': precision_name(trainer.amp),
                        'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                        'wall_time_s': round(time.perf_counter() - t_start, 2)})
 
 def save_run(rec_path, # the record's path (`record_path`)
              record:RunRecord, classifier:nn.Module|None=None, # the downstream model, saved beside it as .pt (None: not saved)
             ) -> Path:
-    "Step 5: write the downstream model (weights and config) and then the record, each atomically."
+    "Step 5: write the downstream model (weights and config), the loss curves (CSV) and then the record, each atomically."
     rec_path = Path(rec_path)
+    if record.history:                     # per-epoch losses (and validation metrics) for pandas, a spreadsheet, TensorBoard
+        atomic_write_text(rec_path.with_suffix('.curves.csv'),
+                          pd.DataFrame(record.history).to_csv(index=False, lineterminator='\n'))
     if classifier is not None:
         buf = io.BytesIO()
         torch.save({'algorithm': record.algorithm, 'fold': record.fold, 'config': record.config,
@@ -546,6 +592,7 @@ def run_fold(algorithm:str,          # one of ALGORITHMS
     t_start = time.perf_counter()
     get_algorithm(algorithm)                 # a mistyped name fails here, with the closest valid one
     cfg = get_config(profile, seed=seed, **overrides)
+    resolve_amp(cfg.amp, pick_device(cfg.device))   # a device or precision that cannot run: said now, before the data
     if not 0 <= int(fold) < cfg.n_folds:
         raise TsbnError(f"fold={fold} is out of range: folds are numbered 0..{cfg.n_folds - 1}")
     from tsbn_nb.core import default_data_dir, default_results_dir
@@ -567,7 +614,6 @@ def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, sk
     "The body of `run_fold`, once its guards hold: data, then the five steps below, then cleaning up."
     from tsbn_nb.prepare import prepare_data
     from tsbn_nb.folds import get_folds
-    import shutil
     df, images = prepare_data(data, cfg, cache_dir=cache_dir, kind=kind, skip_bad=skip_bad, progress=progress, dedupe=dedupe)
     folds = get_folds(df, out_dir / 'folds.csv', n_folds=cfg.n_folds, seed=cfg.fold_seed,
                       group_by_patient=cfg.group_by_patient)
@@ -578,5 +624,5 @@ def _run_fold(algorithm, fold, profile, data, out_dir, seed, kind, cache_dir, sk
     prob = trainer.predict(split.datasets(images, labels, cfg)[2])                   # 3. predict
     record = run_record(trainer, df, labels, split, prob, profile=profile, data=data, t_start=t_start)   # 4. record
     save_run(rec_path, record, trainer.classifier if save_model else None)          # 5. save
-    shutil.rmtree(ckpt_dir, ignore_errors=True)            # with anything a killed process left in it
+    clean_checkpoints(ckpt_dir)                            # with anything a killed process left in it
     return record.to_dict()
