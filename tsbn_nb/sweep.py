@@ -10,7 +10,7 @@ import pandas as pd
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from tqdm.auto import tqdm
+from tqdm.std import tqdm        # plain lines: tqdm.auto warns (or draws a widget) in a Jupyter kernel
 
 from .core import TsbnError, get_config, atomic_write_json, hash_strings, pick_device
 from .registry import ALGORITHMS, config_diff
