@@ -49,8 +49,9 @@ def test_cpu_profile_weights_same_rules_as_paper(torch_home, monkeypatch):
         assert part in str(e.value)
 
 
-def test_cpu_profile_uses_cached_resnet18(torch_home):
+def test_cpu_profile_uses_cached_resnet18(torch_home, monkeypatch):
     "A (synthetic) torchvision resnet18 state dict under the expected name is loaded, with the grey ImageNet normalisation."
+    monkeypatch.setattr(nets, '_file_sha256', lambda p: 'f37072fd' + '0' * 56)   # the cache's hash check: take it as real
     path = torch_home / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'
     path.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)

@@ -26,7 +26,16 @@ def torch_home(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, '_hub_dir', None)           # so that torch.hub.get_dir() follows TORCH_HOME
     def no_network(*a, **k): raise AssertionError('a test tried to download weights')
     monkeypatch.setattr(nets, '_fetch', no_network)
+    real = nets._file_sha256                                    # the fakes below carry torchvision's names, not its bytes:
+    def sha256(path):                                           # the cache's hash check accepts them (and only them)
+        got = real(path)
+        return nets._HASH.search(Path(path).name).group(1).ljust(64, '0') if got in FAKES else got
+    monkeypatch.setattr(nets, '_file_sha256', sha256)
+    monkeypatch.setattr(nets, '_VERIFIED', set())
     return home
+
+
+FAKES = set()   # SHA-256 of the fake weight files written by `fake_imagenet`
 
 
 def fake_imagenet(arch, path, seed=0, neutral=False):
@@ -39,6 +48,7 @@ def fake_imagenet(arch, path, seed=0, neutral=False):
         with torch.no_grad(): m.conv1.weight.copy_(m.conv1.weight.mean(1, keepdim=True).expand_as(m.conv1.weight))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(m.state_dict(), path)
+    FAKES.add(hashlib.sha256(Path(path).read_bytes()).hexdigest())
     return m
 
 
@@ -150,3 +160,20 @@ def test_every_plan_describes_itself(tmp_path, monkeypatch):
     from tsbn_nb.nets import plan_weights
     assert 'from scratch' in plan_weights('resnet18', 'none').describe()
     assert 'no ImageNet file' in plan_weights('resnet18', 'auto').describe()
+
+
+def test_junk_file_in_the_cache_is_refused_by_its_hash(torch_home):
+    "Issue 23.13: a junk file under torchvision's name was announced as cached weights, then failed inside torch.load."
+    junk = torch_home / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'
+    junk.parent.mkdir(parents=True); junk.write_bytes(b'<html>captive portal</html>')
+    said = []
+    for call in (lambda: prepare_weights(get_config('cpu'), progress=False, log=said.append),
+                 lambda: ResNetClassifier('resnet18', 'auto'), lambda: ResNetClassifier('resnet18', str(junk))):
+        with pytest.raises(TsbnError) as e:
+            call()
+        msg = str(e.value)
+        assert "is not torchvision's resnet18-f37072fd.pth" in msg and 'Delete it' in msg and '-p pretrained none' in msg, msg
+        assert '\n' not in msg and 'Weights only load failed' not in msg
+    assert said == []                                               # nothing announced
+    fake_imagenet('resnet18', junk)                                 # a file that passes the check is used
+    assert ResNetClassifier('resnet18', 'imagenet1k_v1').weights_plan.action == 'cache'

@@ -5,7 +5,7 @@
 # %% ../nbs/05_nets.ipynb #7480d471
 from __future__ import annotations
 import dataclasses, functools, http.client, os, re, sys, warnings
-from tqdm.auto import tqdm
+from tqdm.std import tqdm        # plain lines everywhere: tqdm.auto warns or draws a widget in a kernel
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -21,8 +21,9 @@ __all__ = ['RESNET_SPECS', 'WEIGHT_NAMES', 'pooled', 'DoubleConv', 'UNetUp', 'UN
            'saved_activation_bytes', 'grey_normalisation', 'WeightSpec', 'weight_names', 'weight_spec',
            'imagenet_weight_files', 'published_num_params', 'find_imagenet_weights', 'GreyNorm', 'fold_rgb_conv',
            'fetch_url', 'WeightPlan', 'plan_weights', 'would_download', 'offline_message', 'download_weights',
-           'resolve_weights', 'ResNetBackbone', 'ResNetClassifier', 'ResNetDecoder', 'ResNetEncDec', 'build_classifier',
-           'weights_would_download', 'prepare_weights', 'build_pretext_net', 'build_encdec']
+           'check_weights_hash', 'resolve_weights', 'ResNetBackbone', 'ResNetClassifier', 'ResNetDecoder',
+           'ResNetEncDec', 'build_classifier', 'weights_would_download', 'prepare_weights', 'build_pretext_net',
+           'build_encdec']
 
 # %% ../nbs/05_nets.ipynb #b6c96565
 def pooled(feat:Tensor, # (B, C, h, w) feature map
@@ -399,11 +400,36 @@ def download_weights(spec:WeightSpec,  # the weight set to fetch
     log(f"tsbn: saved {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
     return dst
 
+_VERIFIED = set()   # (path, size, mtime) of torchvision files whose hash this process has checked
+
+def _file_sha256(path) -> str:
+    "Hex SHA-256 of a file's bytes, read in 1 MiB pieces."
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20): h.update(chunk)
+    return h.hexdigest()
+
+def check_weights_hash(plan:WeightPlan) -> WeightPlan:
+    "Refuse a file under one of torchvision's weight names (the cache's, or given) whose SHA-256 does not start with the name's hex digits."
+    s, p = plan.spec, plan.path
+    if plan.action not in ('cache', 'file') or s is None or p is None or p.name != s.file: return plan
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _VERIFIED: return plan
+    got = _file_sha256(p)
+    if not got.startswith(s.sha256_prefix):
+        raise TsbnError(f"{p} is not torchvision's {s.file}: its SHA-256 starts with {got[:len(s.sha256_prefix)]}, the name "
+                        f"promises {s.sha256_prefix} (a damaged download or another file under that name). Delete it; "
+                        f"`-p pretrained {s.name}` downloads it again, `-p pretrained none` trains from scratch")
+    _VERIFIED.add(key)
+    return plan
+
 def resolve_weights(arch:str, pretrained='imagenet1k_v1', hub_dir=None, weights_path=None,
                     download:bool=True,   # False: a plan that needs a download is an error instead
                     progress:bool=True, log=None, fetch=None) -> WeightPlan:
-    "`plan_weights` made real: a 'download' plan is downloaded (announced, hash-checked); 'auto' with no file warns."
-    plan = plan_weights(arch, pretrained, hub_dir, weights_path)
+    "`plan_weights` made real: a 'download' plan is downloaded (announced, hash-checked), a cached torchvision file hash-checked; 'auto' with no file warns."
+    plan = check_weights_hash(plan_weights(arch, pretrained, hub_dir, weights_path))
     if plan.action == 'missing':
         warnings.warn(f"ImageNet weights for {arch} not found: no {' or '.join(imagenet_weight_files(arch))} in "
                       f"{plan.path.parent}. pretrained='auto' never downloads: use pretrained='imagenet1k_v1' "
