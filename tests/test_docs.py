@@ -40,7 +40,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp('docs') / '_docs'
     notebooks = sorted(NBS.glob('*.ipynb')) + sorted((NBS / 'experiments').glob('*.ipynb'))   # as the build saw them
     before = {n: _sha(NBS / f'{n}.ipynb') for n in EXECUTED}
-    r = _run('--out', out, '--execute', *EXECUTED)
+    r = _run('--out', out, '--execute', *EXECUTED, timeout=1800)   # 2-3 min alone on 2 cores; far more on a busy machine
     assert r.returncode == 0, r.stdout + r.stderr
     assert {n: _sha(NBS / f'{n}.ipynb') for n in EXECUTED} == before, "executing for the docs wrote into nbs/"
     return out, notebooks
