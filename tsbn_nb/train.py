@@ -15,7 +15,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from tqdm.std import tqdm        # plain lines everywhere: tqdm.auto warns or draws a widget in a kernel
+# tqdm.asyncio's bar: plain lines everywhere (tqdm.auto warns or draws a widget in a kernel). Its class is part of the
+# arithmetic: it calls iter(loader) once when the bar is made, and for a shuffling DataLoader that draws the shuffle's
+# seed from torch's generator. The committed reference was trained with that draw (tqdm.auto's class outside a notebook
+# is this one); tqdm.std's bar skips it and changes every run (checked: ResNet fold 0, first-epoch BCE 1.1478 -> 1.1241).
+from tqdm.asyncio import tqdm
 
 from .core import (Config, TsbnError, get_config, pick_device, seed_everything, atomic_write_bytes,
                           atomic_write_text, git_commit)
