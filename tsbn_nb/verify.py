@@ -166,7 +166,8 @@ def _p(t:float, df:int, side:str) -> float:
 
 def _test(rows:list, run:str, stat:str, value:float, expected:float, se:float, df:int, side:str):
     "Append one test (value against the reference's expectation with standard error `se`) to `rows`."
-    if not math.isfinite(expected) or not math.isfinite(se) or se <= 0: return     # no spread seen: nothing to test against
+    if not math.isfinite(expected) or not math.isfinite(se) or se <= 1e-9 * max(1.0, abs(expected)):
+        return                        # no spread seen (equal values, up to rounding): nothing to test against
     t = (value - expected) / se if math.isfinite(value) else (-math.inf if side == 'lower' else math.inf)  # no number: worst
     rows.append(dict(run=run, statistic=stat, value=value, expected=expected, se=se, df=df, t=t, p=_p(t, df, side)))
 
