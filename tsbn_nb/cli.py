@@ -128,7 +128,7 @@ def _add_run_commands(sub):
                     help='after the report, compare the runs with a reference results folder (e.g. results/demo)')
 
 def _add_result_commands(sub):
-    ve = _sub(sub, 'verify', 'compare the runs of a results folder with a reference: identical, consistent or outside')
+    ve = _sub(sub, 'verify', 'compare the runs of a results folder with a reference: failed (not its runs), identical, consistent or outside')
     ve.add_argument('run_dir', help='results folder of the rerun')
     ve.add_argument('reference_dir', help='results folder of the reference (several seeds give its spread)')
     re_ = _sub(sub, 'report', 'Table II, Fig. 4 and statistics from existing run records')
